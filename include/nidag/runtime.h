@@ -94,13 +94,13 @@ typedef int (*nd_task_fn)(void *arg);
  * it goes out of scope. The fields are private to the runtime. */
 typedef struct nd_group {
   nd_pool *pool_;
-  void *owner_;                 /* worker that initialised it, or NULL */
-  int64_t spawned_;               /* spawned by the owner (owner only) */
-  int64_t done_local_;            /* completed by the owner (owner only) */
-  _Atomic int64_t spawned_remote_; /* spawned by other threads (tasks of g) */
-  _Atomic int64_t done_remote_;   /* completed by other threads */
-  _Atomic int err_;             /* first non-zero task result */
-  _Atomic uint32_t wake_;       /* futex word for a sleeping waiter */
+  void *owner_;               /* token of the thread that initialised it */
+  uint32_t spawned_;          /* spawned by the owner (owner only) */
+  uint32_t done_local_;       /* of those, completed by the owner (owner only) */
+  uint32_t armed_;            /* subtracted from remote_ by a sleeping owner */
+  _Atomic uint32_t remote_;   /* completions elsewhere minus spawns elsewhere */
+  _Atomic int err_;           /* first non-zero task result */
+  int owner_is_worker_;
 } nd_group;
 
 /* Bind g to pool p (NULL: the global pool; if it cannot start, nd_spawn runs
