@@ -42,6 +42,10 @@ extern void openblas_set_num_threads(int num_threads);
 #define ND__MAX_THREADS 1024
 #define ND__NS_PER_US 1000u
 
+#if defined(__SANITIZE_THREAD__)
+_Atomic int nd__fence_word;
+#endif
+
 static _Thread_local nd__worker *tls_worker;
 static _Thread_local char tls_token;
 
@@ -206,7 +210,7 @@ static bool work_visible(nd_pool *p) {
 /* ----------------------------------------------------- scheduling */
 
 void nd__notify(nd_pool *p) {
-  atomic_thread_fence(memory_order_seq_cst);
+  ND__FENCE_SEQ_CST();
   if (atomic_load_explicit(&p->ec_waiters, memory_order_relaxed) == 0) return;
   if (atomic_exchange(&p->wake_pending, 1)) return; /* one already in flight */
   atomic_fetch_add(&p->ec_epoch, 1);

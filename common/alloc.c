@@ -1,0 +1,74 @@
+/* The process-wide allocation hook and nidag's allocation entry points.
+ *
+ * The hook lives in one static struct that is read without synchronisation
+ * on every allocation. That is cheap and safe because nd_set_allocator is
+ * documented to be called before any other nidag call (and so before any
+ * thread nidag starts); changing it while other threads allocate, or while
+ * memory from the previous allocator is still live, is not supported. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core_int.h"
+
+static void *nd__libc_malloc(void *ud, size_t size) {
+  (void)ud;
+  return malloc(size);
+}
+
+static void *nd__libc_realloc(void *ud, void *ptr, size_t size) {
+  (void)ud;
+  return realloc(ptr, size);
+}
+
+static void nd__libc_free(void *ud, void *ptr) {
+  (void)ud;
+  free(ptr);
+}
+
+static const nd_allocator nd__libc_allocator = {
+    nd__libc_malloc, nd__libc_realloc, nd__libc_free, NULL};
+
+static nd_allocator nd__alloc = {nd__libc_malloc, nd__libc_realloc,
+                                 nd__libc_free, NULL};
+
+int nd_set_allocator(const nd_allocator *a) {
+  if (a == NULL) {
+    nd__alloc = nd__libc_allocator;
+    return ND_OK;
+  }
+  if (a->malloc_fn == NULL || a->realloc_fn == NULL || a->free_fn == NULL)
+    return ND_EINVAL;
+  nd__alloc = *a;
+  return ND_OK;
+}
+
+void *nd_malloc(size_t size) { return nd__alloc.malloc_fn(nd__alloc.ud, size); }
+
+void *nd_calloc(size_t n, size_t size) {
+  size_t total;
+  if (!nd__mul_size(n, size, &total))
+    return NULL;
+  void *p = nd_malloc(total);
+  if (p != NULL && total > 0)
+    memset(p, 0, total);
+  return p;
+}
+
+void *nd_realloc(void *ptr, size_t size) {
+  return nd__alloc.realloc_fn(nd__alloc.ud, ptr, size);
+}
+
+void nd_free(void *ptr) {
+  if (ptr != NULL)
+    nd__alloc.free_fn(nd__alloc.ud, ptr);
+}
+
+char *nd_strdup(const char *s) {
+  if (s == NULL)
+    return NULL;
+  size_t len = strlen(s) + 1;
+  char *copy = nd_malloc(len);
+  if (copy != NULL)
+    memcpy(copy, s, len);
+  return copy;
+}
