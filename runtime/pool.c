@@ -36,8 +36,10 @@
 
 #include "runtime/runtime_int.h"
 
-/* OpenBLAS's thread control; declared here so runtime/ needs no BLAS header. */
-extern void openblas_set_num_threads(int num_threads);
+/* OpenBLAS's thread control, declared weak so runtime/ needs no BLAS header
+ * and still links against a BLAS without them. */
+extern void openblas_set_num_threads(int num_threads) __attribute__((weak));
+extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 #define ND__MAX_THREADS 1024
 #define ND__NS_PER_US 1000u
@@ -296,6 +298,19 @@ static void *worker_main(void *arg) {
 
 /* ----------------------------------------------------- open/close */
 
+/* Workers call BLAS single-threaded: the pool is the parallelism. The pthread
+ * build of OpenBLAS also starts its own server threads when it is loaded, and
+ * they spin (sched_yield) for about 0.1 s of CPU each before they sleep; with
+ * one BLAS thread they are never used, so they are shut down for good. */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_one_thread(void) {
+  if (openblas_set_num_threads) openblas_set_num_threads(1);
+  if (blas_thread_shutdown_) blas_thread_shutdown_();
+}
+
+static void blas_single_threaded(void) { pthread_once(&blas_once, blas_one_thread); }
+
 static unsigned threads_from_env(void) {
   const char *s = getenv("NIDAG_THREADS");
   if (!s || !*s) return 0;
@@ -370,8 +385,7 @@ int nd_pool_open(nd_pool **out, const nd_runtime_opts *opts) {
       return ND_ENOMEM;
     }
   }
-  /* Workers call BLAS single-threaded: the pool is the parallelism. */
-  openblas_set_num_threads(1);
+  blas_single_threaded();
   int rc = start_workers(p);
   if (rc) {
     stop_workers(p);

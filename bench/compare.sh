@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# bench/compare.sh: run the C/C++ peers of ../shared/peers (W0 capacity, W1
+# OpenMP + oneTBB, W2 OpenMP, W3 OpenMP) and `nidag-bench runtime` back to back
+# on this machine, then print both sets of "name value unit" lines and a
+# side-by-side summary with the goals of issue 2.
+#
+#   bench/compare.sh                  # everything (about 2 minutes when idle)
+#   bench/compare.sh --only w1,w3     # subset, passed to both sides (w0 w1 w2 w3 idle)
+#
+# The peers are compiled from their sources where they are ($PEERS_DIR/src)
+# into a scratch directory ($PEER_BUILD, default /tmp/nd-peers) with the flags
+# of $PEERS_DIR/run_all.sh; nothing of theirs is copied into this repository.
+# oneTBB needs libtbb-dev: if it is missing, this script installs it with
+# apt-get (as root, or through sudo -n) and says so; if that fails, W1 TBB is
+# skipped. nidag-bench is built in $BUILD_DIR (default <repo>/build-bench)
+# unless $NIDAG_BENCH names a binary.
+#
+# Env: QUIET_WAIT  seconds to wait, before each program, for other processes to
+#                  use < 0.25 cores (default 60; the peers' run_all.sh uses 120)
+#      OMP_NUM_THREADS  worker count for both sides (default 2)
+#      CMAKE_ARGS  extra words for the cmake configure step of nidag-bench
+# Timings are never judged by the exit status: it is non-zero only when a
+# program fails (a wrong result, a build error).
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+PEERS_DIR="${PEERS_DIR:-$(cd "$ROOT/../shared/peers" 2>/dev/null && pwd || echo /work/shared/peers)}"
+PEER_BUILD="${PEER_BUILD:-/tmp/nd-peers}"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench}"
+QUIET_WAIT="${QUIET_WAIT:-60}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OPENBLAS_NUM_THREADS=1
+
+ONLY="w0,w1,w2,w3,idle"
+while (($# > 0)); do
+  case "$1" in
+    --only)
+      ONLY="${2:?--only needs a list}"
+      shift 2
+      ;;
+    -h | --help)
+      sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "compare.sh: unknown argument '$1'" >&2
+      exit 2
+      ;;
+  esac
+done
+want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+log() { echo "# compare.sh: $*"; }
+status=0
+
+# ---------------------------------------------------------------- toolchain
+have_tbb() { [ -e /usr/include/tbb/task_group.h ] || [ -e /usr/include/oneapi/tbb/task_group.h ]; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi
+}
+if want w1 && ! have_tbb; then
+  log "libtbb-dev is missing: installing it with apt-get (needed for the oneTBB peer)"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    libtbb-dev g++ >/tmp/nd-compare-apt.log 2>&1; then
+    as_root apt-get update -qq >>/tmp/nd-compare-apt.log 2>&1 || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      libtbb-dev g++ >>/tmp/nd-compare-apt.log 2>&1 || true
+  fi
+  if have_tbb; then log "installed libtbb-dev"; else log "could not install libtbb-dev (see /tmp/nd-compare-apt.log): W1 TBB skipped"; fi
+fi
+
+# ---------------------------------------------------------------- build the peers
+mkdir -p "$PEER_BUILD"
+SRC="$PEERS_DIR/src"
+build_peer() { # build_peer <out> <compiler command...>
+  local out=$1
+  shift
+  if ! "$@" -o "$PEER_BUILD/$out" >"$PEER_BUILD/$out.log" 2>&1; then
+    log "building peer $out failed:"
+    sed 's/^/#   /' "$PEER_BUILD/$out.log"
+    rm -f "$PEER_BUILD/$out"
+    status=1
+  fi
+}
+want w0 && build_peer w0_capacity gcc -O2 -fopenmp "$SRC/w0_capacity.c"
+want w1 && build_peer w1_omp gcc -O2 -fopenmp "$SRC/w1_omp.c"
+want w1 && have_tbb && build_peer w1_tbb g++ -O2 -std=c++17 "$SRC/w1_tbb.cpp" -ltbb
+want w2 && build_peer w2_omp gcc -O2 -fopenmp "$SRC/w2_omp.c"
+want w3 && build_peer w3_omp gcc -O2 -fopenmp "$SRC/w3_omp.c" -lm
+
+# ---------------------------------------------------------------- build nidag-bench
+if [ -z "${NIDAG_BENCH:-}" ]; then
+  NIDAG_BENCH="$BUILD_DIR/bench/nidag-bench"
+  # shellcheck disable=SC2086 # CMAKE_ARGS is a list of words
+  if ! { cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DNIDAG_TESTS=OFF ${CMAKE_ARGS:-} \
+    && cmake --build "$BUILD_DIR" --target nidag-bench -j"$(nproc)"; } >/tmp/nd-compare-build.log 2>&1; then
+    log "building nidag-bench failed (see /tmp/nd-compare-build.log)"
+    tail -20 /tmp/nd-compare-build.log | sed 's/^/#   /'
+    exit 1
+  fi
+fi
+
+# ---------------------------------------------------------------- run
+# CPU used by everything on the box, in cores, over 2 s (as run_all.sh does).
+bgcpu() {
+  local u1 n1 s1 q1 sq1 u2 n2 s2 q2 sq2
+  read -r _ u1 n1 s1 _ _ q1 sq1 _ </proc/stat
+  sleep 2
+  read -r _ u2 n2 s2 _ _ q2 sq2 _ </proc/stat
+  awk -v b=$(((u2 + n2 + s2 + q2 + sq2) - (u1 + n1 + s1 + q1 + sq1))) -v hz="$(getconf CLK_TCK)" \
+    'BEGIN{printf "%.2f", b/hz/2}'
+}
+wait_quiet() {
+  local waited=0 bg
+  while :; do
+    bg=$(bgcpu)
+    if awk -v b="$bg" 'BEGIN{exit !(b < 0.25)}' || [ "$waited" -ge "$QUIET_WAIT" ]; then break; fi
+    waited=$((waited + 2))
+  done
+  echo "# background_cpu_cores_before $bg (waited ${waited}s)"
+}
+run() { # run <tag> <command...>
+  local tag=$1
+  shift
+  if [ ! -x "$1" ]; then
+    echo "## ---- $tag: $1 missing, skipped ----"
+    return 0
+  fi
+  echo "## ---- $tag: $* ----"
+  wait_quiet
+  local t0 t1 rc
+  t0=$(date +%s.%N)
+  "$@" 2>&1
+  rc=$?
+  t1=$(date +%s.%N)
+  echo "# $tag exit=$rc wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s"
+  [ "$rc" = 0 ] || status=1
+}
+
+OUT="$(mktemp /tmp/nd-compare.XXXXXX)"
+NB_ONLY="$(echo "$ONLY" | tr -s ', ' ',')"
+{
+  echo "# compare.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) host $(hostname); $(uname -srm); $(nproc) vCPU"
+  echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'); gcc $(gcc -dumpfullversion);" \
+    "tbb $(dpkg-query -W -f='${Version}' libtbb-dev 2>/dev/null || echo none)"
+  echo "# OMP_NUM_THREADS=$OMP_NUM_THREADS OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS QUIET_WAIT=$QUIET_WAIT"
+  want w0 && run w0 "$PEER_BUILD/w0_capacity"
+  want w1 && run w1 "$PEER_BUILD/w1_omp"
+  want w1 && run w1 "$PEER_BUILD/w1_tbb"
+  want w2 && run w2 "$PEER_BUILD/w2_omp"
+  want w3 && run w3 "$PEER_BUILD/w3_omp"
+  run nidag "$NIDAG_BENCH" runtime --threads "$OMP_NUM_THREADS" --only "$NB_ONLY" \
+    --quiet-wait "$QUIET_WAIT"
+  want w0 && run w0 "$PEER_BUILD/w0_capacity"
+  echo "# finished $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} | tee "$OUT"
+# the pipeline ran in a subshell: recover failures from the exit lines
+if grep -Eq '^# [a-z0-9]+ exit=[1-9]' "$OUT"; then status=1; fi
+
+# ---------------------------------------------------------------- summary
+echo "## ---- summary (same run; goals from issue 2) ----"
+awk -v threads="$OMP_NUM_THREADS" '
+  /^## ---- nidag: / { innd = 1; next }
+  /^# nidag exit=/ { innd = 0; next }
+  /^#/ || NF < 2 { next }
+  innd && /^w[23]_(serial|ideal)/ { v["nd_" $1] = $2; next }
+  { v[$1] = $2 }
+  /^w3_omp_dynamic_k[0-9][0-9]_speedup/ {
+    k = substr($1, 17, 2) + 0
+    if (k >= 2 && (!("omp" in w3min) || $2 < w3min["omp"])) w3min["omp"] = $2
+  }
+  function get(n) { return (n in v) ? v[n] : "-" }
+  function row(what, omp, tbb, nd, goal, ok) {
+    printf "# %-28s %10s %10s %10s   %-26s %s\n", what, omp, tbb, nd, goal, ok
+  }
+  function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
+  function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
+  END {
+    row("metric", "OpenMP", "oneTBB", "nidag", "goal", "")
+    row("W0 effective cores", get("w0_effective_cores"), "-", get("w0_nidag_effective_cores"), "(machine check, ~2)", "")
+    row("W1a empty task ns/task", get("w1a_omp_empty_task_ns"), get("w1a_tbb_empty_task_ns"),
+        get("w1a_nidag_empty_task_ns"), "<= 50", le("w1a_nidag_empty_task_ns", 50))
+    row("W1b fib(30) ns/task", get("w1b_omp_fib30_ns_per_task"), get("w1b_tbb_fib30_ns_per_task"),
+        get("w1b_nidag_fib30_ns_per_task"), "<= 20", le("w1b_nidag_fib30_ns_per_task", 20))
+    row("W1c chain total ns/task", get("w1c_omp_chain_ns"), get("w1c_tbb_flowgraph_chain_total_ns"),
+        get("w1c_nidag_chain_total_ns"), "<= 100", le("w1c_nidag_chain_total_ns", 100))
+    row("W1c chain build ns/task", "-", get("w1c_tbb_flowgraph_chain_build_ns"), get("w1c_nidag_chain_build_ns"), "", "")
+    row("W1c chain run ns/task", "-", get("w1c_tbb_flowgraph_chain_run_ns"), get("w1c_nidag_chain_run_ns"), "", "")
+    row("W2 static (block) x ideal", get("w2_omp_static_ratio_to_ideal"), "-",
+        get("w2_nidag_static_ratio_to_ideal"), "shows ~1.96", "")
+    row("W2 static,1 / cyclic x ideal", get("w2_omp_static1_ratio_to_ideal"), "-", get("w2_nidag_cyclic_ratio_to_ideal"), "", "")
+    row("W2 dynamic,1 x ideal", get("w2_omp_dynamic1_ratio_to_ideal"), "-",
+        get("w2_nidag_dynamic_ratio_to_ideal"), "<= 1.01", le("w2_nidag_dynamic_ratio_to_ideal", 1.01))
+    row("W2 guided x ideal", "-", "-", get("w2_nidag_guided_ratio_to_ideal"), "", "")
+    row("W2 serial total s", get("w2_serial_total_work"), "-", get("nd_w2_serial_total_work"), "", "")
+    row("W3 serial s", get("w3_serial_time"), "-", get("nd_w3_serial_time"), "", "")
+    row("W3 speedup k=0 (1 chunk)", get("w3_omp_dynamic_k00_speedup"), "-", get("w3_nidag_dynamic_k00_speedup"), "", "")
+    row("W3 speedup k=1 (2 chunks)", get("w3_omp_dynamic_k01_speedup"), "-", get("w3_nidag_dynamic_k01_speedup"), "", "")
+    row("W3 min speedup k=2..15", ("omp" in w3min) ? w3min["omp"] : "-", "-",
+        get("w3_nidag_min_speedup_k02_k15"), ">= 1.95", ge("w3_nidag_min_speedup_k02_k15", 1.95))
+    row("idle CPU % of a core", "-", "-", get("idle_nidag_cpu_pct"), "< 1", le("idle_nidag_cpu_pct", 0.999999))
+  }' "$OUT"
+echo "# full output kept in $OUT"
+exit "$status"
