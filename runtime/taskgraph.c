@@ -357,25 +357,49 @@ static int run_root(void *arg) {
   return 0;
 }
 
+/* "N of M nodes failed, K skipped: 'a' (ND_EIO): msg; 'b' (...): ...", with
+ * as many failures as fit in the error buffer. */
 static void summarise(nd_taskgraph *g, nd_run_stats *st) {
   nd_run_stats s = {0};
-  int64_t first = -1;
   for (size_t i = 0; i < g->n; i++) {
     unsigned char state = node_at(g, i)->state;
     s.done += state == ND_NODE_DONE;
     s.skipped += state == ND_NODE_SKIPPED;
-    if (state == ND_NODE_FAILED && s.failed++ == 0) first = (int64_t)i;
+    s.failed += state == ND_NODE_FAILED;
   }
   if (st) *st = s;
   nd__clearerr(&g->err);
-  if (first >= 0) {
-    const char *msg;
-    int code = nd_taskgraph_error(g, first, &msg);
-    char label[256];
-    snprintf(label, sizeof label, "%s", nd_taskgraph_label(g, first));
-    nd__seterr(&g->err, ND_ETASK, "%zu of %zu nodes failed, %zu skipped; first: '%s' (%s): %s",
-               s.failed, g->n, s.skipped, label, nd_errname(code), msg);
+  if (!s.failed) return;
+  char text[ND__ERRMSG_MAX];
+  size_t len = (size_t)snprintf(text, sizeof text, "%zu of %zu nodes failed, %zu skipped:",
+                                s.failed, g->n, s.skipped);
+  const char *sep = " ";
+  for (size_t i = 0; i < g->n && len < sizeof text; i++) {
+    node *nd = node_at(g, i);
+    if (nd->state != ND_NODE_FAILED) continue;
+    char buf[64];
+    len += (size_t)snprintf(text + len, sizeof text - len, "%s'%s' (%s): %s", sep,
+                            label_of(g, nd, buf, sizeof buf), nd_errname(nd->err),
+                            nd->msg ? nd->msg : "");
+    sep = "; ";
   }
+  nd__seterr(&g->err, ND_ETASK, "%s", text);
+}
+
+size_t nd_taskgraph_report(const nd_taskgraph *g, FILE *out) {
+  if (!g || !out) return 0;
+  size_t lines = 0;
+  for (size_t i = 0; i < g->n; i++) {
+    node *nd = node_at(g, i);
+    if (nd->state != ND_NODE_FAILED && nd->state != ND_NODE_SKIPPED) continue;
+    char buf[64];
+    const char *msg;
+    int code = nd_taskgraph_error(g, (int64_t)i, &msg);
+    fprintf(out, "%s %s: %s: %s\n", nd->state == ND_NODE_FAILED ? "failed " : "skipped",
+            label_of(g, nd, buf, sizeof buf), nd_errname(code), msg);
+    lines++;
+  }
+  return lines;
 }
 
 int nd_taskgraph_run(nd_pool *p, nd_taskgraph *g, nd_run_stats *stats) {

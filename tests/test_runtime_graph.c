@@ -393,11 +393,25 @@ static void test_two_failures_and_plain_codes(void **state) {
     assert_non_null(strstr(msg, "alpha"));
     assert_int_equal(nd_taskgraph_state(g, 4), ND_NODE_DONE);
     assert_int_equal(atomic_load(&en[1].ran) + atomic_load(&en[3].ran), 0);
-    /* Every failed node is reported by label: through the node queries
-     * (above), and the summary names at least one of them. */
+    /* Every failed node is reported by label: the summary names both, and
+     * the report has one line per failed and per skipped node. */
     const char *summary = nd_errmsg(g);
     printf("  %u workers: summary \"%s\"\n", g_worker_counts[w], summary);
-    assert_true(strstr(summary, "alpha") != NULL || strstr(summary, "beta") != NULL);
+    assert_non_null(strstr(summary, "2 of 5 nodes failed, 2 skipped"));
+    assert_non_null(strstr(summary, "'alpha' (ND_EIO): cannot open alpha.nii"));
+    assert_non_null(strstr(summary, "'beta' (ND_ERANGE)"));
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *out = open_memstream(&text, &text_len);
+    assert_non_null(out);
+    assert_int_equal(nd_taskgraph_report(g, out), 4);
+    fclose(out);
+    assert_string_equal(text,
+                        "failed  alpha: ND_EIO: cannot open alpha.nii\n"
+                        "skipped alpha-dep: ND_ECANCELED: skipped: upstream node 'alpha' failed\n"
+                        "failed  beta: ND_ERANGE: value out of range\n"
+                        "skipped beta-dep: ND_ECANCELED: skipped: upstream node 'beta' failed\n");
+    free(text);
     assert_string_equal(nd_taskgraph_label(g, 0), "alpha");
     assert_string_equal(nd_taskgraph_label(g, 2), "beta");
     nd_taskgraph_free(g);

@@ -607,18 +607,7 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void report_failures(const nd_taskgraph *g) {
-  size_t n = nd_taskgraph_size(g);
-  for (size_t i = 0; i < n; i++) {
-    nd_node_state st = nd_taskgraph_state(g, (int64_t)i);
-    if (st != ND_NODE_FAILED && st != ND_NODE_SKIPPED)
-      continue;
-    const char *msg;
-    int code = nd_taskgraph_error(g, (int64_t)i, &msg);
-    fprintf(stderr, "  %-7s %s: %s (%s)\n", st == ND_NODE_FAILED ? "failed" : "skipped",
-            nd_taskgraph_label(g, (int64_t)i), msg, nd_errname(code));
-  }
-}
+static void report_failures(const nd_taskgraph *g) { nd_taskgraph_report(g, stderr); }
 
 static int cmd_demo(int argc, char **argv) {
   unsigned long threads = 0, participants = DEFAULT_PARTICIPANTS;

@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core.h"
 
@@ -203,7 +204,8 @@ typedef struct nd_run_stats {
  * cancels its transitive dependents (they are SKIPPED) but not unrelated
  * branches. A node whose declared cost exceeds the budget fails with
  * ND_EBUDGET. Returns 0 when every node is DONE, ND_ETASK when some failed
- * (nd_errmsg(g) summarises; query nodes for detail), ND_EINVAL for a cycle
+ * (nd_errmsg(g) names the failed nodes, as many as fit; nd_taskgraph_report
+ * lists every failed and skipped node), ND_EINVAL for a cycle
  * (no node runs), ND_ESTATE if the graph already ran. stats may be NULL. */
 int nd_taskgraph_run(nd_pool *p, nd_taskgraph *g, nd_run_stats *stats);
 
@@ -213,6 +215,11 @@ const char *nd_taskgraph_label(const nd_taskgraph *g, int64_t node); /* owned by
 /* The node's error code (0 if none) and message (owned by g; "" if none).
  * A skipped node has ND_ECANCELED and a message naming the failed node. */
 int nd_taskgraph_error(const nd_taskgraph *g, int64_t node, const char **msg);
+
+/* Write one line per failed node ("failed  <label>: <ERRNAME>: <message>")
+ * and per skipped node ("skipped <label>: upstream node '<label>' failed"),
+ * in id order. Returns the number of lines written. */
+size_t nd_taskgraph_report(const nd_taskgraph *g, FILE *out);
 
 /* Inside a node: record a message and return code (for `return nd_task_fail(...)`). */
 int nd_task_fail(nd_task_ctx *ctx, int code, const char *fmt, ...)
