@@ -57,16 +57,13 @@ tsan_wrapper() {
   fi
 }
 
-# The CLI binary: build/nidag, or build/tools/nidag (CMake's per-directory output).
+# The CLI binary (tools/CMakeLists.txt puts it at the top of the build dir).
 nidag_bin() {
-  local dir="$1" c
-  for c in "$dir/nidag" "$dir/tools/nidag"; do
-    if [[ -x "$c" && -f "$c" ]]; then
-      echo "$c"
-      return
-    fi
-  done
-  echo "run.sh: no nidag binary in $dir/ or $dir/tools/" >&2
+  if [[ -x "$1/nidag" && -f "$1/nidag" ]]; then
+    echo "$1/nidag"
+    return
+  fi
+  echo "run.sh: no nidag binary in $1/" >&2
   return 1
 }
 
