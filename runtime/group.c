@@ -181,6 +181,18 @@ static void fill(nd__spawned *t, nd_group *g, nd_task_fn fn, void *arg, bool own
     atomic_fetch_sub_explicit(&g->remote_, 1, memory_order_relaxed);
 }
 
+/* Through the injection queue (from a thread that is not a worker of g's
+ * pool). ND_ENOMEM when no record can be had. */
+static int submit_from_outside(nd_group *g, nd_task_fn fn, void *arg, bool owner) {
+  nd__spawned *spare = NULL;
+  size_t nspare = 0;
+  nd__spawned *t = take_records(g->pool_, &spare, &nspare, 1);
+  if (!t) return ND_ENOMEM;
+  fill(t, g, fn, arg, owner);
+  nd__inject(g->pool_, &t->task);
+  return 0;
+}
+
 void nd_spawn(nd_group *g, nd_task_fn fn, void *arg) {
   nd_pool *p = g->pool_;
   nd__worker *w = nd__current_worker();
@@ -200,25 +212,16 @@ void nd_spawn(nd_group *g, nd_task_fn fn, void *arg) {
       return;
     }
     fill(t, g, fn, arg, owner);
+    bool was_empty = nd__deque_size(d) == 0;
     if (!nd__deque_push(d, t)) { /* cannot happen: only we push, top only grows */
       nd__inject(p, &t->task);
       return;
     }
-    nd__notify_after_push(w);
+    nd__notify_after_push(w, was_empty);
     return;
   }
-  nd__spawned *t = NULL;
-  if (p) {
-    nd__spawned *spare = NULL;
-    size_t nspare = 0;
-    t = take_records(p, &spare, &nspare, 1);
-  }
-  if (!t) { /* no pool, or out of memory: run it here */
-    set_err(g, fn(arg));
-    return;
-  }
-  fill(t, g, fn, arg, owner);
-  nd__inject(p, &t->task);
+  if (!p || submit_from_outside(g, fn, arg, owner) != 0)
+    set_err(g, fn(arg)); /* no pool, or out of memory: run it here */
 }
 
 int nd_group_wait(nd_group *g) {
@@ -238,11 +241,16 @@ int nd_group_wait(nd_group *g) {
 }
 
 int nd_pool_run(nd_pool *p, nd_task_fn fn, void *arg) {
-  if (!p && nd_pool_global(&p) != 0) return fn(arg);
+  if (!p) {
+    int rc = nd_pool_global(&p);
+    if (rc) return rc;
+  }
   nd__worker *w = nd__current_worker();
   if (w && w->pool == p) return fn(arg);
+  /* fn may rely on running on a worker of p (nd_parallel_for and graph runs
+   * do), so it is never run here: out of memory is an error instead. */
   nd_group g;
   nd_group_init(&g, p);
-  nd_spawn(&g, fn, arg);
+  if (submit_from_outside(&g, fn, arg, true) != 0) return ND_ENOMEM;
   return nd_group_wait(&g);
 }

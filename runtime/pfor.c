@@ -124,7 +124,7 @@ int nd_parallel_for(nd_pool *p, size_t begin, size_t end, nd_chunking how, size_
       return fn(ctx, begin, end); /* no pool: one serial chunk */
   }
   size_t n = end - begin;
-  if (chunk == 0) chunk = (n + ND_DEFAULT_CHUNKS - 1) / ND_DEFAULT_CHUNKS;
+  if (chunk == 0) chunk = n / ND_DEFAULT_CHUNKS + (n % ND_DEFAULT_CHUNKS != 0);
   pfor l = {.fn = fn, .ctx = ctx, .begin = begin, .end = end, .chunk = chunk, .how = how};
   l.nchunks = n / chunk + (n % chunk != 0);
   l.nclaimers = p->nworkers;

@@ -13,15 +13,15 @@
  * a Dekker pair: either the sleeper sees the work or the notifier sees the
  * sleeper, so no wake-up is lost.
  *
- * The fence costs more than the rest of a push, so a worker pushing onto its
- * own deque first reads ec_waiters without it. If that read is stale (a
- * worker just started to sleep), the wake-up is only delayed: every
- * ND__NOTIFY_PERIOD-th push takes the fenced path, and the work itself is
- * never stranded because its owner pops its own deque before it sleeps.
- * Pushes from outside the pool (the injection queue) always take the fenced
- * path. `wake_pending` keeps a burst of pushes from issuing a futex syscall
- * each: one wake is in flight until a worker leaves the sleep path, and a
- * worker that steals while others sleep passes the wake on.
+ * The fence costs as much as the rest of a push, so a worker pushing onto a
+ * deque that already held work reads ec_waiters without it: a would-be
+ * sleeper that looked at the deque saw the older items and did not sleep, so
+ * only a push onto an empty deque can be missed, and that one always takes
+ * the fenced path (as does every ND__NOTIFY_PERIOD-th push, and every push
+ * through the injection queue). `wake_pending` keeps a burst of pushes from
+ * issuing a futex syscall each: one wake is in flight until a worker leaves
+ * the sleep path, and a worker that takes shared work (stolen or injected)
+ * while others sleep and work is left passes the wake on.
  */
 #include <errno.h>
 #include <limits.h>
@@ -145,6 +145,25 @@ static inline void count(_Atomic uint64_t *c) {
                         memory_order_relaxed);
 }
 
+/* Is there any work a sleeper could take? Sequentially consistent reads,
+ * after the sleeper's increment of ec_waiters (see the header comment). */
+static bool work_visible(nd_pool *p) {
+  if (atomic_load(&p->inj_count) != 0) return true;
+  for (unsigned i = 0; i < p->nworkers; i++) {
+    nd__deque *d = &p->workers[i].deque;
+    if (atomic_load(&d->bottom) > atomic_load(&d->top)) return true;
+  }
+  return false;
+}
+
+/* A worker that just took shared work (injected or stolen) while others
+ * sleep wakes one more if work is left: notifies made while a wake was in
+ * flight were absorbed by wake_pending, so the woken pass it on. */
+static void pass_wake_on(nd_pool *p) {
+  if (atomic_load_explicit(&p->ec_waiters, memory_order_relaxed) != 0 && work_visible(p))
+    nd__notify(p);
+}
+
 static nd__task *take_injected(nd_pool *p) {
   if (atomic_load_explicit(&p->inj_count, memory_order_relaxed) == 0) return NULL;
   pthread_mutex_lock(&p->inj_lock);
@@ -179,10 +198,7 @@ static nd__task *steal_any(nd__worker *w) {
     if (r == ND__STEAL_LOST) r = nd__deque_steal(&p->workers[v].deque, &item);
     if (r == ND__STEAL_OK) {
       count(&w->stats.steals);
-      /* More left and someone asleep: pass the wake-up on. */
-      if (atomic_load_explicit(&p->ec_waiters, memory_order_relaxed) != 0 &&
-          nd__deque_size(&p->workers[v].deque) > 0)
-        nd__notify(p);
+      pass_wake_on(p);
       return (nd__task *)item;
     }
     count(&w->stats.failed_steals);
@@ -194,19 +210,11 @@ nd__task *nd__find_work(nd__worker *w) {
   nd__task *t = (nd__task *)nd__deque_pop(&w->deque);
   if (t) return t;
   t = take_injected(w->pool);
-  if (t) return t;
-  return steal_any(w);
-}
-
-/* Is there any work a sleeper could take? Sequentially consistent reads,
- * after the sleeper's increment of ec_waiters (see the header comment). */
-static bool work_visible(nd_pool *p) {
-  if (atomic_load(&p->inj_count) != 0) return true;
-  for (unsigned i = 0; i < p->nworkers; i++) {
-    nd__deque *d = &p->workers[i].deque;
-    if (atomic_load(&d->bottom) > atomic_load(&d->top)) return true;
+  if (t) {
+    pass_wake_on(w->pool);
+    return t;
   }
-  return false;
+  return steal_any(w);
 }
 
 /* ----------------------------------------------------- scheduling */
@@ -243,8 +251,9 @@ void nd__inject(nd_pool *p, nd__task *t) {
 }
 
 void nd__schedule(nd__worker *w, nd__task *t) {
+  bool was_empty = nd__deque_size(&w->deque) == 0;
   if (nd__deque_push(&w->deque, t))
-    nd__notify_after_push(w);
+    nd__notify_after_push(w, was_empty);
   else
     nd__inject(w->pool, t);
 }
@@ -410,7 +419,12 @@ static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static nd_pool *global_pool;
 static int global_rc;
 
-static void close_global(void) { nd_pool_close(global_pool); }
+static void close_global(void) {
+  nd_pool *p = global_pool;
+  global_pool = NULL;
+  global_rc = ND_ESTATE; /* used after exit began: refuse rather than restart */
+  nd_pool_close(p);
+}
 
 static void open_global(void) {
   global_rc = nd_pool_open(&global_pool, NULL);

@@ -128,10 +128,12 @@ void nd__schedule(nd__worker *w, nd__task *t);
 void nd__inject(nd_pool *p, nd__task *t);
 /* Wake one sleeping worker if there is one (full fence; any thread). */
 void nd__notify(nd_pool *p);
-/* After a push by w: wake a sleeper if one may be needed. The fence is
- * skipped while nobody sleeps, except every ND__NOTIFY_PERIOD-th push. */
-static inline void nd__notify_after_push(nd__worker *w) {
-  if (atomic_load_explicit(&w->pool->ec_waiters, memory_order_relaxed) == 0 &&
+/* After a push by w onto its deque (was_empty: the deque held nothing
+ * before): wake a sleeper if one may be needed. The fence is skipped for a
+ * push onto a non-empty deque while nobody sleeps, except every
+ * ND__NOTIFY_PERIOD-th push (see "Waking workers" in pool.c). */
+static inline void nd__notify_after_push(nd__worker *w, bool was_empty) {
+  if (!was_empty && atomic_load_explicit(&w->pool->ec_waiters, memory_order_relaxed) == 0 &&
       (++w->push_count % ND__NOTIFY_PERIOD) != 0)
     return;
   nd__notify(w->pool);

@@ -63,7 +63,9 @@ int nd_pool_open(nd_pool **out, const nd_runtime_opts *opts);
  * from one of the pool's own workers. */
 void nd_pool_close(nd_pool *p);
 /* The process-wide pool, started with default options on first use and
- * stopped at exit. Thread-safe. Errors as nd_pool_open. */
+ * stopped at exit (ND_ESTATE once exit has begun). Thread-safe. Errors as
+ * nd_pool_open. Pools do not survive fork(): a child process must open its
+ * own pool and must not use one inherited from its parent. */
 int nd_pool_global(nd_pool **out);
 unsigned nd_pool_threads(const nd_pool *p);
 /* Index of the calling worker in its pool (0..N-1), or -1 when the calling
@@ -111,15 +113,17 @@ void nd_group_init(nd_group *g, nd_pool *p);
  * (or, when it is full, runs at once); from another thread it goes to the
  * injection queue. arg must stay valid until nd_group_wait returns. The
  * thread that initialised g, and tasks running inside g, may spawn into it;
- * only the initialising thread may wait on it. */
+ * only the initialising thread may wait on it. If no task record can be
+ * allocated, fn runs at once on the calling thread. */
 void nd_spawn(nd_group *g, nd_task_fn fn, void *arg);
 /* Wait until every task spawned into g has finished. A worker runs other
  * tasks while it waits; another thread sleeps. Returns the first non-zero
  * value a task returned (every task still runs), else 0. */
 int nd_group_wait(nd_group *g);
 
-/* Run fn(arg) on a worker of p and wait for it; returns its result. From a
- * worker of p this just calls fn. */
+/* Run fn(arg) on a worker of p (NULL: the global pool) and wait for it;
+ * returns its result. From a worker of p this just calls fn. Errors:
+ * ND_ENOMEM (fn did not run), or the global pool's error. */
 int nd_pool_run(nd_pool *p, nd_task_fn fn, void *arg);
 
 /* -------------------------------------------------------- parallel for */
@@ -190,7 +194,10 @@ void nd_taskgraph_free(nd_taskgraph *g);
 /* Add a node; returns its id (>= 0, dense from 0) or a negative error.
  * The label is copied; NULL gives "node <id>". */
 int64_t nd_taskgraph_add(nd_taskgraph *g, nd_node_fn fn, void *arg, const char *label);
-/* Declare the node's memory cost in bytes for the pool's memory budget. */
+/* Declare the node's memory cost in bytes for the pool's memory budget.
+ * A node holding a cost must not wait for other costed work (a nested graph
+ * with costs): if the rest of the budget cannot hold that work, it never
+ * starts. Nested graphs without costs, loops and groups are fine. */
 int nd_taskgraph_set_cost(nd_taskgraph *g, int64_t node, size_t bytes);
 /* `node` runs after `before` has finished. ND_EINVAL for bad ids, self-edges;
  * cycles are reported by nd_taskgraph_run. */
