@@ -423,7 +423,13 @@ int nd_taskgraph_run(nd_pool *p, nd_taskgraph *g, nd_run_stats *stats) {
     atomic_init(&nd->pending, nd->npred);
   }
   g->ran = true;
-  if (g->n) nd_pool_run(p, run_root, g);
+  if (g->n) {
+    rc = nd_pool_run(p, run_root, g);
+    if (rc) { /* nothing ran; the graph may be run again */
+      g->ran = false;
+      return nd__seterr(&g->err, rc, "cannot start the graph run: %s", nd_strerror(rc));
+    }
+  }
   summarise(g, stats);
   return g->err.code ? ND_ETASK : 0;
 }
