@@ -43,8 +43,9 @@ typedef struct nb_load {
   int ok;
 } nb_load;
 void nb_load_begin(nb_load *l);
-/* Writes " cores own X others Y" (or "") into buf. */
-void nb_load_end(const nb_load *l, char *buf, size_t len);
+/* Cores used since nb_load_begin by this process and by the others; both -1
+ * when /proc/stat cannot be read. */
+void nb_load_end(const nb_load *l, double *own, double *others);
 
 /* Reset the pool counters (before a run) / print them as a "#" line. */
 void nb_stats_reset(const nb_ctx *c);

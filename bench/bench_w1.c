@@ -69,11 +69,10 @@ int nb_w1a(const nb_ctx *c) {
 /* ------------------------------------------------------------ W1b */
 
 typedef struct fib_job {
+  nd_pool *pool;
   long n;
   long r;
 } fib_job;
-
-static nd_pool *fib_pool; /* set before any fib task runs */
 
 static int fib_task(void *arg) {
   fib_job *j = arg;
@@ -81,9 +80,9 @@ static int fib_task(void *arg) {
     j->r = j->n;
     return 0;
   }
-  fib_job a = {j->n - 1, 0}, b = {j->n - 2, 0};
+  fib_job a = {j->pool, j->n - 1, 0}, b = {j->pool, j->n - 2, 0};
   nd_group g;
-  nd_group_init(&g, fib_pool);
+  nd_group_init(&g, j->pool);
   nd_spawn(&g, fib_task, &a);
   nd_spawn(&g, fib_task, &b);
   int rc = nd_group_wait(&g);
@@ -92,8 +91,7 @@ static int fib_task(void *arg) {
 }
 
 long nb_fib_tasks(nd_pool *p, int n, int *rc) {
-  fib_job root = {n, 0};
-  fib_pool = p;
+  fib_job root = {p, n, 0};
   *rc = fib_task(&root);
   return root.r;
 }

@@ -27,9 +27,11 @@ static volatile double spin_sink;
 
 /* ------------------------------------------------------------ W0 */
 
+#define W0_MAX_ITEMS 1024 /* the most workers nidag-bench accepts */
+
 typedef struct spin_job {
   long iters;
-  double result[1024];
+  double result[W0_MAX_ITEMS];
 } spin_job;
 
 static int spin_task(void *arg) {
@@ -44,25 +46,31 @@ static int spin_items(void *ctx, size_t lo, size_t hi) {
   return 0;
 }
 
-static spin_job w0_job;
-
 int nb_w0(const nb_ctx *c) {
   double a[NB_REPS], b[NB_REPS];
-  unsigned n = c->threads;
+  unsigned n = c->threads < W0_MAX_ITEMS ? c->threads : W0_MAX_ITEMS;
+  spin_job w0_job;
   w0_job.iters = W0_ITERS;
   for (int r = 0; r < NB_REPS; r++) {
+    nb_load ld;
+    double own1, oth1, ownn, othn;
+    nb_load_begin(&ld);
     double t0 = nb_now();
     int rc = nd_pool_run(c->pool, spin_task, &w0_job);
     a[r] = nb_now() - t0;
+    nb_load_end(&ld, &own1, &oth1);
+    nb_load_begin(&ld);
     t0 = nb_now();
     int rc2 = nd_parallel_for(c->pool, 0, n, ND_STATIC_CYCLIC, 1, spin_items, &w0_job);
     b[r] = nb_now() - t0;
+    nb_load_end(&ld, &ownn, &othn);
     if (rc != 0 || rc2 != 0) {
       fprintf(stderr, "nidag-bench: w0: runtime error %d / %d\n", rc, rc2);
       return 1;
     }
     spin_sink = w0_job.result[0];
-    printf("# w0 run %d single %.3f s all %u %.3f s\n", r, a[r], n, b[r]);
+    printf("# w0 run %d single %.3f s all %u %.3f s; cores used by others %.2f / %.2f\n", r,
+           a[r], n, b[r], oth1, othn);
   }
   double t1 = nb_median(a, NB_REPS), tn = nb_median(b, NB_REPS);
   printf("w0_nidag_single_worker_spin %.3f s\n", t1);
@@ -96,10 +104,9 @@ static void placement(const w2_job *j, char *buf) {
   buf[W2_ITEMS] = 0;
 }
 
-static w2_job w2;
-
 int nb_w2(const nb_ctx *c) {
   double t[NB_REPS];
+  w2_job w2;
   spin_sink = nb_spin(W2_PROBE / 10);
   for (int r = 0; r < NB_REPS; r++) {
     double t0 = nb_now();
@@ -139,9 +146,13 @@ int nb_w2(const nb_ctx *c) {
       memset(w2.worker, 0xff, sizeof w2.worker);
       memset(w2.out, 0, sizeof w2.out);
       nb_stats_reset(c);
+      nb_load ld;
+      double own, others;
+      nb_load_begin(&ld);
       double t0 = nb_now();
       int rc = nd_parallel_for(c->pool, 0, W2_ITEMS, sched[s].how, 1, w2_items, &w2);
       t[r] = nb_now() - t0;
+      nb_load_end(&ld, &own, &others);
       int missing = 0;
       for (int i = 0; i < W2_ITEMS; i++) missing += w2.out[i] == 0.0;
       if (rc != 0 || missing) {
@@ -153,7 +164,9 @@ int nb_w2(const nb_ctx *c) {
       char where[W2_ITEMS + 1], label[48];
       placement(&w2, where);
       snprintf(label, sizeof label, "w2_nidag_%s_run %d", sched[s].name, r);
-      printf("# w2_nidag_%s_run %d %.4f s workers %s\n", sched[s].name, r, t[r], where);
+      printf("# w2_nidag_%s_run %d %.4f s workers %s; cores used by nidag %.2f, by others "
+             "%.2f\n",
+             sched[s].name, r, t[r], where, own, others);
       nb_stats_print(c, label);
     }
     double m = nb_median(t, NB_REPS);

@@ -10,8 +10,13 @@
  * ND_DYNAMIC and chunk = N >> k (2^k chunks), called from the main thread.
  * The output is poisoned (NaN) before every run, and after each k the sum of
  * all outputs must equal the serial sum bit for bit.
+ *
+ * A control runs before and after the sweep: the same loop split into equal
+ * contiguous parts over plain pthreads, no runtime involved. Its speedup is
+ * what this machine gives at that moment ("#" lines only).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +92,41 @@ static int lsq_range(void *ctx, size_t lo, size_t hi) {
   return 0;
 }
 
+/* The parallel loop's body also notes, per worker, when it started its
+ * first chunk and how many items it ran: a worker that joins late or a
+ * lopsided share shows up on the "#" line of each k. */
+#define W3_TRACK 64
+typedef struct w3_loop {
+  double *out;
+  double t0;
+  double first[W3_TRACK]; /* seconds after t0; 0: no chunk yet */
+  size_t items[W3_TRACK];
+} w3_loop;
+
+static int lsq_tracked(void *ctx, size_t lo, size_t hi) {
+  w3_loop *l = ctx;
+  int w = nd_worker_index();
+  if (w >= 0 && w < W3_TRACK) {
+    if (l->items[w] == 0) l->first[w] = nb_now() - l->t0;
+    l->items[w] += hi - lo;
+  }
+  return lsq_range(l->out, lo, hi);
+}
+
+/* " w0 start 0.1 ms 52.0%, w1 start 0.3 ms 48.0%" */
+static void describe_workers(const w3_loop *l, unsigned threads, char *buf, size_t len) {
+  size_t used = 0;
+  buf[0] = 0;
+  for (unsigned w = 0; w < threads && w < W3_TRACK && used < len; w++) {
+    int n = l->items[w]
+                ? snprintf(buf + used, len - used, "%s w%u start %.1f ms %.1f%%", w ? "," : "",
+                           w, 1e3 * l->first[w], 100.0 * (double)l->items[w] / (double)W3_N)
+                : snprintf(buf + used, len - used, "%s w%u none", w ? "," : "", w);
+    if (n < 0) break;
+    used += (size_t)n;
+  }
+}
+
 static double sum_all(const double *out) {
   double s = 0.0;
   for (long i = 0; i < W3_N * W3_COLS; i++) s += out[i];
@@ -94,6 +134,53 @@ static double sum_all(const double *out) {
 }
 
 static void poison(double *out) { memset(out, 0xff, sizeof(double) * (size_t)W3_N * W3_COLS); }
+
+typedef struct raw_part {
+  double *out;
+  size_t lo, hi;
+} raw_part;
+
+static void *raw_thread(void *arg) {
+  raw_part *rp = arg;
+  lsq_range(rp->out, rp->lo, rp->hi);
+  return NULL;
+}
+
+/* The control: `threads` pthreads over equal contiguous parts. 0 or -1. */
+static int raw_control(double *out, unsigned threads, double serial, double ref,
+                       const char *when) {
+  enum { MAXT = 64 };
+  pthread_t th[MAXT];
+  raw_part part[MAXT];
+  double t[NB_REPS];
+  if (threads > MAXT) threads = MAXT;
+  for (int r = 0; r < NB_REPS; r++) {
+    poison(out);
+    unsigned started = 0;
+    double t0 = nb_now();
+    for (unsigned j = 0; j < threads; j++) {
+      part[j].out = out;
+      part[j].lo = (size_t)W3_N * j / threads;
+      part[j].hi = (size_t)W3_N * (j + 1) / threads;
+      if (j == 0 || pthread_create(&th[j], NULL, raw_thread, &part[j]) == 0) started = j + 1;
+      if (started != j + 1) break;
+    }
+    raw_thread(&part[0]);
+    for (unsigned j = 1; j < started; j++) pthread_join(th[j], NULL);
+    t[r] = nb_now() - t0;
+    double cs = sum_all(out);
+    if (started != threads || memcmp(&cs, &ref, sizeof cs) != 0) {
+      fprintf(stderr, "nidag-bench: w3 control: %u of %u threads, checksum %.17g\n", started,
+              threads, cs);
+      return -1;
+    }
+  }
+  double m = nb_median(t, NB_REPS);
+  printf("# w3_control_raw_pthreads %s: %u threads, equal parts, no runtime: runs %.4f %.4f "
+         "%.4f s, speedup %.3f\n",
+         when, threads, t[0], t[1], t[2], serial / m);
+  return 0;
+}
 
 int nb_w3(const nb_ctx *c) {
   double *out = malloc(sizeof(double) * (size_t)W3_N * W3_COLS);
@@ -105,9 +192,14 @@ int nb_w3(const nb_ctx *c) {
   lsq_range(out, 0, (size_t)W3_N); /* warm-up and first touch */
   for (int r = 0; r < NB_REPS; r++) {
     poison(out);
+    nb_load ld;
+    double own, others;
+    nb_load_begin(&ld);
     double t0 = nb_now();
     lsq_range(out, 0, (size_t)W3_N);
     t[r] = nb_now() - t0;
+    nb_load_end(&ld, &own, &others);
+    printf("# w3 serial run %d %.4f s; cores used by others %.2f\n", r, t[r], others);
   }
   double ts = nb_median(t, NB_REPS);
   double ref = sum_all(out);
@@ -117,6 +209,10 @@ int nb_w3(const nb_ctx *c) {
   printf("w3_serial_time %.4f s\n", ts);
   printf("w3_serial_per_item_ns %.1f ns\n", 1e9 * ts / (double)W3_N);
 
+  if (raw_control(out, c->threads, ts, ref, "before the sweep") != 0) {
+    free(out);
+    return 1;
+  }
   /* one untimed warm-up of the parallel loop */
   if (nd_parallel_for(c->pool, 0, (size_t)W3_N, ND_DYNAMIC, 0, lsq_range, out) != 0) {
     fprintf(stderr, "nidag-bench: w3: warm-up parallel_for failed\n");
@@ -129,12 +225,22 @@ int nb_w3(const nb_ctx *c) {
     size_t chunk = (size_t)(W3_N >> k);
     nd_pool_stats sum;
     memset(&sum, 0, sizeof sum);
+    double own[NB_REPS], others[NB_REPS];
+    char workers[NB_REPS][256];
     for (int r = 0; r < NB_REPS; r++) {
       poison(out);
       nb_stats_reset(c);
+      w3_loop loop;
+      memset(&loop, 0, sizeof loop);
+      loop.out = out;
+      nb_load ld;
+      nb_load_begin(&ld);
       double t0 = nb_now();
-      int rc = nd_parallel_for(c->pool, 0, (size_t)W3_N, ND_DYNAMIC, chunk, lsq_range, out);
+      loop.t0 = t0;
+      int rc = nd_parallel_for(c->pool, 0, (size_t)W3_N, ND_DYNAMIC, chunk, lsq_tracked, &loop);
       t[r] = nb_now() - t0;
+      nb_load_end(&ld, &own[r], &others[r]);
+      describe_workers(&loop, c->threads, workers[r], sizeof workers[r]);
       nd_pool_stats s;
       nd_pool_stats_get(c->pool, &s);
       sum.tasks += s.tasks;
@@ -160,8 +266,10 @@ int nb_w3(const nb_ctx *c) {
     double m = nb_median(t, NB_REPS);
     double sp = ts / m;
     if (k >= 2 && sp < min_speedup) min_speedup = sp;
-    printf("# w3 k=%d chunk=%zu runs %.4f %.4f %.4f checksum ok\n", k, chunk, t[0], t[1],
-           t[2]);
+    printf("# w3 k=%d chunk=%zu runs %.4f %.4f %.4f s; cores used by nidag %.2f %.2f %.2f, "
+           "by others %.2f %.2f %.2f; checksum ok\n",
+           k, chunk, t[0], t[1], t[2], own[0], own[1], own[2], others[0], others[1], others[2]);
+    for (int r = 0; r < NB_REPS; r++) printf("# w3 k=%d run %d:%s\n", k, r, workers[r]);
     printf("# w3 k=%d stats (sum of %d runs) tasks %llu steals %llu failed_steals %llu "
            "sleeps %llu wakes %llu injected %llu\n",
            k, NB_REPS, (unsigned long long)sum.tasks, (unsigned long long)sum.steals,
@@ -171,6 +279,7 @@ int nb_w3(const nb_ctx *c) {
     printf("w3_nidag_dynamic_k%02d_speedup %.3f x\n", k, sp);
     printf("w3_nidag_dynamic_k%02d_efficiency %.3f frac\n", k, sp / (double)c->threads);
   }
+  if (!bad && raw_control(out, c->threads, ts, ref, "after the sweep") != 0) bad = 1;
   free(out);
   if (bad) return 1;
   printf("w3_nidag_min_speedup_k02_k15 %.3f x\n", min_speedup);

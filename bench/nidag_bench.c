@@ -76,7 +76,9 @@ static int read_busy_jiffies(unsigned long long *busy) {
                  &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
   fclose(f);
   if (n < 7) return -1;
-  *busy = v[0] + v[1] + v[2] + v[5] + v[6];
+  /* user nice system irq softirq, plus steal: time the hypervisor gave to
+   * someone else is as lost to us as another process's */
+  *busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
   return 0;
 }
 
@@ -100,15 +102,16 @@ void nb_load_begin(nb_load *l) {
   l->t0 = nb_now();
 }
 
-void nb_load_end(const nb_load *l, char *buf, size_t len) {
+void nb_load_end(const nb_load *l, double *own, double *others) {
   unsigned long long b1;
   double t1 = nb_now(), own1 = nb_process_cpu();
   long hz = sysconf(_SC_CLK_TCK);
-  buf[0] = 0;
+  *own = *others = -1.0;
   if (!l->ok || hz <= 0 || read_busy_jiffies(&b1) != 0 || t1 <= l->t0) return;
-  double wall = t1 - l->t0, own = own1 - l->own0;
-  double others = ((double)(b1 - l->busy0) / (double)hz - own) / wall;
-  snprintf(buf, len, " cores own %.2f others %.2f", own / wall, others < 0 ? 0.0 : others);
+  double wall = t1 - l->t0, mine = own1 - l->own0;
+  double rest = ((double)(b1 - l->busy0) / (double)hz - mine) / wall;
+  *own = mine / wall;
+  *others = rest < 0 ? 0.0 : rest;
 }
 
 void nb_background(const nb_ctx *c, const char *workload) {
