@@ -48,13 +48,10 @@ extern int blas_thread_shutdown_(void) __attribute__((weak));
 _Atomic int nd__fence_word;
 #endif
 
-static _Thread_local nd__worker *tls_worker;
-static _Thread_local char tls_token;
+_Thread_local nd__worker *nd__tls_worker;
+_Thread_local char nd__tls_token;
 
-nd__worker *nd__current_worker(void) { return tls_worker; }
-void *nd__thread_token(void) { return &tls_token; }
-
-int nd_worker_index(void) { return tls_worker ? (int)tls_worker->index : -1; }
+int nd_worker_index(void) { return nd__tls_worker ? (int)nd__tls_worker->index : -1; }
 
 uint64_t nd__now_ns(void) {
   struct timespec ts;
@@ -292,7 +289,7 @@ nd__task *nd__idle(nd__worker *w, bool (*done)(void *), void *done_arg, void (*a
 
 static void *worker_main(void *arg) {
   nd__worker *w = arg;
-  tls_worker = w;
+  nd__tls_worker = w;
   nd_pool *p = w->pool;
   for (;;) {
     nd__task *t = nd__find_work(w);

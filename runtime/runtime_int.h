@@ -105,10 +105,13 @@ struct nd_pool {
   _Atomic uint64_t wakes, injected;
 };
 
+extern _Thread_local nd__worker *nd__tls_worker;
+extern _Thread_local char nd__tls_token;
+
 /* The worker the calling thread is, or NULL. */
-nd__worker *nd__current_worker(void);
+static inline nd__worker *nd__current_worker(void) { return nd__tls_worker; }
 /* A per-thread identity used as a group's owner token. */
-void *nd__thread_token(void);
+static inline void *nd__thread_token(void) { return &nd__tls_token; }
 
 /* Run a task and its continuations on w. */
 static inline void nd__run_chain(nd__worker *w, nd__task *t) {
