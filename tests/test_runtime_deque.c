@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "runtime/deque.h"
+#include "tests/testutil.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define ND_TEST_SANITIZED 1
@@ -50,12 +51,6 @@
 
 static uint64_t g_seed;
 
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 static void *item_of(size_t i) { return (void *)(uintptr_t)(i + 1); }
 
@@ -372,10 +367,7 @@ static void test_contention_full(void **state) {
 }
 
 int main(void) {
-  const char *env = getenv("NIDAG_TEST_SEED");
-  g_seed = env ? strtoull(env, NULL, 0) : 0x5eed0001u;
-  printf("test_runtime_deque: seed %llu (set NIDAG_TEST_SEED to override)\n",
-         (unsigned long long)g_seed);
+  g_seed = nd_test_seed("test_runtime_deque", 0x5eed0001u);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_init_errors),      cmocka_unit_test(test_lifo_pop),
       cmocka_unit_test(test_fifo_steal),       cmocka_unit_test(test_capacity),

@@ -29,18 +29,13 @@
 #include <cmocka.h>
 
 #include "nidag/runtime.h"
+#include "tests/testutil.h"
 
 static const unsigned g_worker_counts[] = {1, 2, 3, 8};
 #define N_POOLS (sizeof g_worker_counts / sizeof g_worker_counts[0])
 static nd_pool *g_pools[N_POOLS];
 static uint64_t g_seed;
 
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 static int open_pools(void **state) {
   (void)state;
@@ -774,10 +769,7 @@ static void test_deterministic_values(void **state) {
 }
 
 int main(void) {
-  const char *env = getenv("NIDAG_TEST_SEED");
-  g_seed = env ? strtoull(env, NULL, 0) : 0x5eed0004u;
-  printf("test_runtime_graph: seed %llu (set NIDAG_TEST_SEED to override)\n",
-         (unsigned long long)g_seed);
+  g_seed = nd_test_seed("test_runtime_graph", 0x5eed0004u);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shapes),
       cmocka_unit_test(test_graph_from_task_and_global),

@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "nidag/runtime.h"
+#include "tests/testutil.h"
 
 static const unsigned g_worker_counts[] = {1, 2, 3, 8};
 #define N_POOLS (sizeof g_worker_counts / sizeof g_worker_counts[0])
@@ -36,12 +37,6 @@ static const nd_chunking g_chunkings[] = {ND_STATIC, ND_STATIC_CYCLIC, ND_DYNAMI
 #define N_CHUNKINGS 4
 static const char *const g_chunking_names[] = {"static", "static-cyclic", "dynamic", "guided"};
 
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 static int open_pools(void **state) {
   (void)state;
@@ -543,10 +538,7 @@ static void test_reduce_empty_and_errors(void **state) {
 }
 
 int main(void) {
-  const char *env = getenv("NIDAG_TEST_SEED");
-  g_seed = env ? strtoull(env, NULL, 0) : 0x5eed0003u;
-  printf("test_runtime_pfor: seed %llu (set NIDAG_TEST_SEED to override)\n",
-         (unsigned long long)g_seed);
+  g_seed = nd_test_seed("test_runtime_pfor", 0x5eed0003u);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_coverage),
       cmocka_unit_test(test_empty_and_invalid),

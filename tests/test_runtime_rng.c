@@ -25,15 +25,10 @@
 #include <cmocka.h>
 
 #include "nidag/runtime.h"
+#include "tests/testutil.h"
 
 static uint64_t g_seed;
 
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 /* ---------------------------------------------------------------- KAT */
 
@@ -404,10 +399,7 @@ static void test_threads_match_serial(void **state) {
 }
 
 int main(void) {
-  const char *env = getenv("NIDAG_TEST_SEED");
-  g_seed = env ? strtoull(env, NULL, 0) : 0x5eed0006u;
-  printf("test_runtime_rng: seed %llu (set NIDAG_TEST_SEED to override)\n",
-         (unsigned long long)g_seed);
+  g_seed = nd_test_seed("test_runtime_rng", 0x5eed0006u);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reference_matches_kat),
       cmocka_unit_test(test_philox_kat),
