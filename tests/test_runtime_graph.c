@@ -39,17 +39,12 @@ static uint64_t g_seed;
 
 static int open_pools(void **state) {
   (void)state;
-  for (size_t i = 0; i < N_POOLS; i++) {
-    nd_runtime_opts o = {0};
-    o.threads = g_worker_counts[i];
-    if (nd_pool_open(&g_pools[i], &o) != 0) return -1;
-  }
-  return 0;
+  return nd_test_open_pools(g_pools, g_worker_counts, N_POOLS);
 }
 
 static int close_pools(void **state) {
   (void)state;
-  for (size_t i = 0; i < N_POOLS; i++) nd_pool_close(g_pools[i]);
+  nd_test_close_pools(g_pools, N_POOLS);
   return 0;
 }
 

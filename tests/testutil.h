@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "nidag/runtime.h"
+
 /* SplitMix64: a small, well-mixed generator for test data. */
 static inline uint64_t splitmix64(uint64_t *s) {
   uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -24,6 +26,24 @@ static inline uint64_t nd_test_seed(const char *suite, uint64_t fallback) {
   printf("%s: seed %llu (set NIDAG_TEST_SEED to override)\n", suite,
          (unsigned long long)seed);
   return seed;
+}
+
+/* Open one pool per entry of threads[]; 0 on success, -1 (pools opened so
+ * far are closed) on failure. */
+static inline int nd_test_open_pools(nd_pool **pools, const unsigned *threads, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    nd_runtime_opts o = {0};
+    o.threads = threads[i];
+    if (nd_pool_open(&pools[i], &o) != 0) {
+      while (i > 0) nd_pool_close(pools[--i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static inline void nd_test_close_pools(nd_pool **pools, size_t n) {
+  for (size_t i = 0; i < n; i++) nd_pool_close(pools[i]);
 }
 
 #endif /* NIDAG_TESTUTIL_H */
