@@ -51,7 +51,6 @@ static nd__spawned *take_records(nd_pool *p, nd__spawned **list, size_t *nlist, 
     for (size_t i = 0; i < ND__SLAB_TASKS; i++)
       slab[i].task.next = i + 1 < ND__SLAB_TASKS ? &slab[i + 1].task : (nd__task *)p->shared_free;
     p->shared_free = slab;
-    p->nshared_free += ND__SLAB_TASKS;
   }
   nd__spawned *first = p->shared_free;
   nd__spawned *last = first;
@@ -61,7 +60,6 @@ static nd__spawned *take_records(nd_pool *p, nd__spawned **list, size_t *nlist, 
     taken++;
   }
   p->shared_free = (nd__spawned *)last->task.next;
-  p->nshared_free -= taken;
   pthread_mutex_unlock(&p->slab_lock);
   last->task.next = (nd__task *)*list;
   *list = (nd__spawned *)first->task.next;
@@ -90,7 +88,6 @@ static void give_back(nd__worker *w) {
   pthread_mutex_lock(&p->slab_lock);
   last->task.next = (nd__task *)p->shared_free;
   p->shared_free = first;
-  p->nshared_free += ND__SLAB_TASKS;
   pthread_mutex_unlock(&p->slab_lock);
 }
 
@@ -201,23 +198,19 @@ void nd_spawn(nd_group *g, nd_task_fn fn, void *arg) {
     nd__deque *d = &w->deque;
     nd__spawned *t = NULL;
     /* A full deque means plenty of queued work: run this one now. */
-    if (atomic_load_explicit(&d->bottom, memory_order_relaxed) -
-                atomic_load_explicit(&d->top, memory_order_relaxed) <= d->mask)
-      t = record_alloc(w);
+    int64_t queued = nd__deque_size(d);
+    if (queued <= d->mask) t = record_alloc(w);
     if (!t) {
-      atomic_store_explicit(&w->stats.inlined,
-                            atomic_load_explicit(&w->stats.inlined, memory_order_relaxed) + 1,
-                            memory_order_relaxed);
+      nd__count(&w->stats.inlined);
       set_err(g, fn(arg));
       return;
     }
     fill(t, g, fn, arg, owner);
-    bool was_empty = nd__deque_size(d) == 0;
     if (!nd__deque_push(d, t)) { /* cannot happen: only we push, top only grows */
       nd__inject(p, &t->task);
       return;
     }
-    nd__notify_after_push(w, was_empty);
+    nd__notify_after_push(w, queued == 0);
     return;
   }
   if (!p || submit_from_outside(g, fn, arg, owner) != 0)

@@ -98,9 +98,11 @@ static int run_loop(void *arg) {
   claimer stack_claimers[ND__STACK_CLAIMERS];
   claimer *cl = stack_claimers;
   if (l->nclaimers > ND__STACK_CLAIMERS) {
-    cl = nd_malloc(l->nclaimers * sizeof *cl);
-    if (!cl) l->nclaimers = 1; /* still correct, just serial */
-    if (!cl) cl = stack_claimers;
+    claimer *heap = nd_malloc(l->nclaimers * sizeof *heap);
+    if (heap)
+      cl = heap;
+    else
+      l->nclaimers = 1; /* out of memory: one claimer, still correct */
   }
   nd_group g;
   nd_group_init(&g, nd__current_worker()->pool);

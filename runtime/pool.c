@@ -137,11 +137,6 @@ unsigned nd_usable_cpus(void) {
 
 /* ---------------------------------------------------- finding work */
 
-static inline void count(_Atomic uint64_t *c) {
-  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
-}
-
 /* Is there any work a sleeper could take? Sequentially consistent reads,
  * after the sleeper's increment of ec_waiters (see the header comment). */
 static bool work_visible(nd_pool *p) {
@@ -194,11 +189,11 @@ static nd__task *steal_any(nd__worker *w) {
     nd__steal_result r = nd__deque_steal(&p->workers[v].deque, &item);
     if (r == ND__STEAL_LOST) r = nd__deque_steal(&p->workers[v].deque, &item);
     if (r == ND__STEAL_OK) {
-      count(&w->stats.steals);
+      nd__count(&w->stats.steals);
       pass_wake_on(p);
       return (nd__task *)item;
     }
-    count(&w->stats.failed_steals);
+    nd__count(&w->stats.failed_steals);
   }
   return NULL;
 }
@@ -264,7 +259,7 @@ static void sleep_once(nd__worker *w, bool (*done)(void *), void *done_arg) {
   bool stop = done ? done(done_arg) : atomic_load(&p->stopping) != 0;
   if (!stop && !work_visible(p)) {
     atomic_store(&p->wake_pending, 0);
-    count(&w->stats.sleeps);
+    nd__count(&w->stats.sleeps);
     nd__futex_wait(&p->ec_epoch, epoch);
   }
   atomic_fetch_sub(&p->ec_waiters, 1);

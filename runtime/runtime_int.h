@@ -100,7 +100,6 @@ struct nd_pool {
   void **slabs;
   size_t nslabs, slab_cap;
   nd__spawned *shared_free;
-  size_t nshared_free;
 
   _Atomic uint64_t wakes, injected;
 };
@@ -113,12 +112,17 @@ static inline nd__worker *nd__current_worker(void) { return nd__tls_worker; }
 /* A per-thread identity used as a group's owner token. */
 static inline void *nd__thread_token(void) { return &nd__tls_token; }
 
+/* Bump a counter only its worker writes: a relaxed load and store, no
+ * read-modify-write (others read it approximately). */
+static inline void nd__count(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
 /* Run a task and its continuations on w. */
 static inline void nd__run_chain(nd__worker *w, nd__task *t) {
   while (t) {
-    atomic_store_explicit(&w->stats.tasks,
-                          atomic_load_explicit(&w->stats.tasks, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    nd__count(&w->stats.tasks);
     t = t->exec(w, t);
   }
 }
@@ -161,7 +165,6 @@ void nd__budget_release(nd__worker *w, size_t cost);
 
 /* Group completion bookkeeping for tasks run by the executor. */
 void nd__group_task_done(nd_group *g, bool remote_spawned);
-void nd__group_add_external(nd_group *g, uint32_t n);
 
 #if defined(__x86_64__) || defined(__i386__)
 #define ND__PAUSE() __builtin_ia32_pause()
