@@ -8,6 +8,7 @@
 #include "nidag/cache.h"
 #include "nidag/graph.h"
 #include "nidag/neuro.h"
+#include "nidag/models.h"
 
 #define NIDAG_VERSION_MAJOR 0
 #define NIDAG_VERSION_MINOR 1
