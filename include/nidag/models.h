@@ -39,6 +39,17 @@ typedef struct nd_matview {
   size_t ld; /* >= cols */
 } nd_matview;
 
+/* ------------------------------------------------------------ .npy files */
+
+/* Load a NumPy .npy file (format 1.0, 2.0 or 3.0; C order; dtypes <f8, <f4,
+ * <i8, <i4, |u1, |i1 and their native-endian spellings) as an nd_array of the
+ * same type (ND_F64, ND_F32, ND_I64, ND_I32, ND_U8, ND_I8). Errors: ND_EIO,
+ * ND_EFORMAT (not .npy, truncated, Fortran order, big-endian),
+ * ND_EUNSUPPORTED (dtype), each with a message naming the file. */
+int nd_npy_load(const char *path, nd_array **out);
+/* Write a (format 1.0) .npy file; ND_EIO naming the file on failure. */
+int nd_npy_save(const char *path, const nd_array *a);
+
 /* ---------------------------------------------------------------- metrics */
 
 typedef enum nd_metric {
