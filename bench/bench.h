@@ -85,6 +85,9 @@ int nb_cache_graph(const char *dir_noclaims, const char *dir_graph, int reps);
 /* `nidag-bench neuro` (bench_neuro.c): NIfTI loads and parcellation like the
  * peers' W7; its command line (argv after "neuro") and its help text. */
 int nb_neuro_main(int argc, char **argv);
+/* `nidag-bench models` (bench_models.c). */
+int nb_models_main(int argc, char **argv);
+void nb_models_usage(FILE *f);
 void nb_neuro_usage(FILE *f);
 
 /* fib(n) with a task per call inside the pool (used by W1b and as the work

@@ -4,6 +4,7 @@
  *                       [--bg-seconds S]
  *   nidag-bench cache [--only hit1k,store,...] [--reps N] [--tmp DIR]
  *   nidag-bench neuro [--reps N] [--volumes T] [--tmp DIR]
+ *   nidag-bench models [--reps N] [--threads N] [--data DIR] [--tmp DIR]
  *   nidag-bench help
  *
  * `runtime` runs the workloads of ../shared/peers (W1 task overhead, W2
@@ -206,6 +207,7 @@ static void usage(FILE *f) {
           "                           [--bg-seconds S]\n"
           "       nidag-bench cache [--only LIST] [--reps N] [--tmp DIR]\n"
           "       nidag-bench neuro [--reps N] [--four-reps N] [--volumes T] [--tmp DIR]\n"
+          "       nidag-bench models [--reps N] [--threads N] [--data DIR] [--tmp DIR]\n"
           "       nidag-bench help\n"
           "\n"
           "runtime   run the executor workloads of ../shared/peers on a nidag pool and\n"
@@ -225,6 +227,7 @@ static void usage(FILE *f) {
           "\n");
   nb_cache_usage(f);
   nb_neuro_usage(f);
+  nb_models_usage(f);
 }
 
 static int parse_double(const char *s, double *out) {
@@ -354,6 +357,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "runtime") == 0) return cmd_runtime(argc - 2, argv + 2);
   if (strcmp(cmd, "cache") == 0) return nb_cache_main(argc - 2, argv + 2);
   if (strcmp(cmd, "neuro") == 0) return nb_neuro_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "models") == 0) return nb_models_main(argc - 2, argv + 2);
   usage(stderr);
   fprintf(stderr, "nidag-bench: unknown subcommand '%s'\n", cmd);
   return 2;
