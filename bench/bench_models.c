@@ -58,8 +58,8 @@ typedef struct nm_data {
 } nm_data;
 
 typedef enum nm_work { NM_GRID = 0, NM_STACK, NM_VOTE, NM_NWORK } nm_work;
-static const char *const NM_NAMES[NM_NWORK] = {"w5a_ridge_gridsearch", "w5b_stacking",
-                                               "w5c_voting"};
+static const char *const NM_NAMES[NM_NWORK] = {"w5a_nidag_ridge_gridsearch", "w5b_nidag_stacking",
+                                               "w5c_nidag_voting"};
 
 void nb_models_usage(FILE *f) {
   fprintf(f,
@@ -231,9 +231,9 @@ static int report(const nm_data *d, nm_work w, const nm_result *r) {
     double diff = max_rel_diff(r->value[i], ref, d->n);
     char name[96];
     if (w == NM_GRID)
-      snprintf(name, sizeof name, "w5a_ridge_set%zu_w%zu", i, NM_WIDTHS[i]);
+      snprintf(name, sizeof name, "w5a_nidag_ridge_set%zu_w%zu", i, NM_WIDTHS[i]);
     else
-      snprintf(name, sizeof name, "%s", w == NM_STACK ? "w5b_stacking" : "w5c_voting");
+      snprintf(name, sizeof name, "%s", NM_NAMES[w]);
     printf("%s_outer_r2 %.4f r2\n", name, v[0]);
     printf("# %s fold r2", name);
     for (int f = 0; f < NM_OUTER; f++) printf(" %.4f", v[2 + f]);

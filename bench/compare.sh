@@ -6,10 +6,12 @@
 # cache` (and the W4 joblib peer when python3 has joblib; its recorded
 # figures from results.txt are shown otherwise). `w7` runs `nidag-bench
 # neuro` (and the W7 nibabel peer when /usr/bin/python3 has nibabel; its
-# recorded figures otherwise); it needs about 3 GB free in /tmp.
+# recorded figures otherwise); it needs about 3 GB free in /tmp. `w5` runs
+# `nidag-bench models` (and the W5 scikit-learn peer when /usr/bin/python3 has
+# sklearn; its recorded figures otherwise).
 #
 #   bench/compare.sh                  # everything (about 4 minutes when idle)
-#   bench/compare.sh --only w1,w3     # subset, passed to both sides (w0 w1 w2 w3 w4 w7 idle)
+#   bench/compare.sh --only w1,w3     # subset, passed to both sides (w0 w1 w2 w3 w4 w5 w7 idle)
 #
 # The peers are compiled from their sources where they are ($PEERS_DIR/src)
 # into a scratch directory ($PEER_BUILD, default /tmp/nd-peers) with the flags
@@ -35,7 +37,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench}"
 QUIET_WAIT="${QUIET_WAIT:-60}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OPENBLAS_NUM_THREADS=1
 
-ONLY="w0,w1,w2,w3,w4,w7,idle"
+ONLY="w0,w1,w2,w3,w4,w5,w7,idle"
 while (($# > 0)); do
   case "$1" in
     --only)
@@ -43,7 +45,7 @@ while (($# > 0)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -143,9 +145,10 @@ run() { # run <tag> <command...>
 
 OUT="$(mktemp /tmp/nd-compare.XXXXXX)"
 # the runtime workloads (w4 is `nidag-bench cache`, w7 `nidag-bench neuro`)
-NB_ONLY="$(echo "$ONLY" | tr -s ', ' '\n' | grep -Ev '^w[47]$' | paste -sd, -)"
+NB_ONLY="$(echo "$ONLY" | tr -s ', ' '\n' | grep -Ev '^w[457]$' | paste -sd, -)"
 PY="$(command -v /usr/bin/python3 || command -v python3 || true)"
 have_nibabel() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import nibabel, numpy' 2>/dev/null; }
+have_sklearn() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sklearn, numpy' 2>/dev/null; }
 have_joblib() { [ -n "$PY" ] && "$PY" -c 'import joblib, numpy' 2>/dev/null; }
 W4_FILE="${W4_FILE:-/tmp/w4_smooth.f64}"
 {
@@ -171,6 +174,15 @@ W4_FILE="${W4_FILE:-/tmp/w4_smooth.f64}"
       log "python3 with joblib and numpy is missing: the W4 peer is skipped (recorded figures in the summary)"
     fi
     run cache "$NIDAG_BENCH" cache --quiet-wait "$QUIET_WAIT"
+  fi
+  if want w5; then
+    if have_sklearn; then
+      run w5 env OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$SRC/w5_models.py" /tmp/nd-w5-predictions.csv
+      rm -f /tmp/nd-w5-predictions.csv
+    else
+      log "/usr/bin/python3 with scikit-learn is missing: the W5 peer is skipped (recorded figures in the summary)"
+    fi
+    run models "$NIDAG_BENCH" models --threads "$OMP_NUM_THREADS"
   fi
   if want w7; then
     if have_nibabel; then
@@ -260,6 +272,34 @@ if want w4; then
       row("disk ratio smooth", "-", get("cache_disk_ratio_smooth"), "<= 1.0", le("cache_disk_ratio_smooth", 1.0))
       row("graph plan cached us/node", "-", get("graph_plan_cached_us_per_node"), "<= 5", le("graph_plan_cached_us_per_node", 5))
       row("graph rerun cached us/node", "-", get("graph_rerun_cached_us_per_node"), "", "")
+    }'
+fi
+if want w5; then
+  echo "## ---- W5 summary: models (peer: scikit-learn; (r) = recorded in results.txt) ----"
+  { grep -E '^w5[abc]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk '
+    /^REC / { v[$2] = $3 " (r)"; next }
+    /^#/ || NF < 2 { next }
+    { v[$1] = $2 }
+    function get(n) { return (n in v) ? v[n] : "-" }
+    function row(what, peer, nd, goal, ok) { printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok }
+    function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
+    END {
+      row("metric", "peer", "nidag", "goal", "")
+      row("grid search s, cold", get("w5a_ridge_gridsearch_wall"), get("w5a_nidag_ridge_gridsearch_cold_wall"), "<= 0.1", le("w5a_nidag_ridge_gridsearch_cold_wall", 0.1))
+      row("grid search s, cached", "-", get("w5a_nidag_ridge_gridsearch_cached_wall"), "<= 0.01", le("w5a_nidag_ridge_gridsearch_cached_wall", 0.01))
+      row("stacking s, cold", get("w5b_stacking_wall"), get("w5b_nidag_stacking_cold_wall"), "<= 0.2", le("w5b_nidag_stacking_cold_wall", 0.2))
+      row("stacking s, cached", "-", get("w5b_nidag_stacking_cached_wall"), "<= 0.01", le("w5b_nidag_stacking_cached_wall", 0.01))
+      row("voting s, cold", get("w5c_voting_wall"), get("w5c_nidag_voting_cold_wall"), "<= 0.1", le("w5c_nidag_voting_cold_wall", 0.1))
+      row("voting s, cached", "-", get("w5c_nidag_voting_cached_wall"), "<= 0.01", le("w5c_nidag_voting_cached_wall", 0.01))
+      for (s = 0; s < 4; s++) {
+        split("116 48 384 41", w, " ")
+        n = "ridge_set" s "_w" w[s + 1]
+        row("R2 set" s, get("w5a_" n "_outer_r2"), get("w5a_nidag_" n "_outer_r2"), "", "")
+      }
+      row("R2 stacking", get("w5b_stacking_outer_r2"), get("w5b_nidag_stacking_outer_r2"), "", "")
+      row("R2 voting", get("w5c_voting_outer_r2"), get("w5c_nidag_voting_outer_r2"), "", "")
+      row("max rel diff stacking", "-", get("w5b_nidag_stacking_max_rel_diff_vs_sklearn"), "<= 1e-6", le("w5b_nidag_stacking_max_rel_diff_vs_sklearn", 1e-6))
+      row("max rel diff voting", "-", get("w5c_nidag_voting_max_rel_diff_vs_sklearn"), "<= 1e-6", le("w5c_nidag_voting_max_rel_diff_vs_sklearn", 1e-6))
     }'
 fi
 if want w7; then
