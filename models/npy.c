@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "models/models_int.h"
 
@@ -118,6 +119,27 @@ static int npy_read_header(FILE *f, const char *path, char **hdr_out) {
   return 0;
 }
 
+/* The data must be exactly what the shape promises: checked before
+ * allocating, so a corrupt shape cannot ask for terabytes. */
+static int npy_check_size(FILE *f, const char *path, nd_dtype dt, int ndim, const size_t *shape) {
+  size_t want = nd_dtype_size(dt);
+  for (int i = 0; i < ndim; i++)
+    if (!nd__mul_size(want, shape[i], &want))
+      return nd__merr(ND_EOVERFLOW, "'%s': .npy shape overflows", path);
+  long here = ftell(f);
+  struct stat st;
+  if (here < 0 || fstat(fileno(f), &st) != 0)
+    return nd__merr(ND_EIO, "'%s': cannot stat: %s", path, strerror(errno));
+  uint64_t have = (uint64_t)st.st_size - (uint64_t)here;
+  if (have < want)
+    return nd__merr(ND_EFORMAT, "'%s': truncated .npy data (%llu bytes, the shape needs %zu)",
+                    path, (unsigned long long)have, want);
+  if (have > want)
+    return nd__merr(ND_EFORMAT, "'%s': %llu bytes after the .npy data the shape describes",
+                    path, (unsigned long long)(have - want));
+  return 0;
+}
+
 int nd_npy_load(const char *path, nd_array **out) {
   if (!path || !out) return nd__merr(ND_EINVAL, "nd_npy_load: NULL argument");
   *out = NULL;
@@ -136,6 +158,7 @@ int nd_npy_load(const char *path, nd_array **out) {
   }
   if (rc == 0) rc = npy_parse_shape(path, npy_field(hdr, "shape"), &ndim, shape);
   nd_free(hdr);
+  if (rc == 0) rc = npy_check_size(f, path, dt, ndim, shape);
   nd_array *a = NULL;
   if (rc == 0 && (rc = nd_array_new(&a, dt, ndim, shape)) != 0)
     rc = nd__merr(rc, "'%s': cannot allocate the array (%s)", path, nd_strerror(rc));
