@@ -18,7 +18,7 @@
  * wall time (graph building, key hashing, planning, computing, storing and
  * reading the results), the outer-fold R² like the peer's lines, and the
  * largest relative difference of the 500 outer predictions from
- * scikit-learn's (w5_ref_*.npy). A cached run that computes anything, or a
+ * scikit-learn's (w5_pred_sets.npy, w5_pred_stack.npy, w5_pred_vote.npy). A cached run that computes anything, or a
  * prediction off by more than 1e-6, prints "# ERROR" and fails the program.
  */
 #include <math.h>
@@ -121,13 +121,20 @@ static int load_data(const nm_opts *o, nm_data *d) {
   nd_array_release(X);
   for (int a = 0; a < NM_ALPHAS; a++)
     d->alphas[a] = pow(10.0, -3.0 + 8.0 * (double)a / (double)(NM_ALPHAS - 1));
-  for (int s = 0; rc == 0 && s < NM_SETS; s++) {
-    char name[64];
-    snprintf(name, sizeof name, "w5_ref_set%d.npy", s);
-    rc = load_npy(o->data, name, &d->ref_set[s], true);
+  /* scikit-learn's outer predictions: [set, row], stacking, voting */
+  nd_array *sets_ref = NULL;
+  if (rc == 0) rc = load_npy(o->data, "w5_pred_sets.npy", &sets_ref, true);
+  if (rc == 0 && sets_ref && nd_array_ndim(sets_ref) == 2 &&
+      nd_array_dim(sets_ref, 0) == NM_SETS && nd_array_dim(sets_ref, 1) == d->n &&
+      nd_array_dtype(sets_ref) == ND_F64) {
+    for (int s = 0; rc == 0 && s < NM_SETS; s++)
+      rc = nd_array_from(&d->ref_set[s], ND_F64, 1, &d->n,
+                         (const double *)nd_array_data(sets_ref) + (size_t)s * d->n,
+                         d->n * sizeof(double));
   }
-  if (rc == 0) rc = load_npy(o->data, "w5_ref_stack.npy", &d->ref_stack, true);
-  if (rc == 0) rc = load_npy(o->data, "w5_ref_vote.npy", &d->ref_vote, true);
+  nd_array_release(sets_ref);
+  if (rc == 0) rc = load_npy(o->data, "w5_pred_stack.npy", &d->ref_stack, true);
+  if (rc == 0) rc = load_npy(o->data, "w5_pred_vote.npy", &d->ref_vote, true);
   return rc;
 }
 
@@ -185,7 +192,7 @@ static int run_once(const nm_data *d, nm_work w, nd_cache *c, nd_pool *pool, nm_
   if (rc == 0) rc = nd_graph_const(g, d->y, "y", &y);
   for (int s = 0; rc == 0 && s < NM_SETS; s++)
     rc = nd_graph_const(g, d->set[s], set_names[s], &sets[s]);
-  nd_experiment_spec spec = w5_spec(d, w == NM_STACK);
+  nd_experiment_spec spec = w5_spec(d, w != NM_GRID);
   if (rc == 0) rc = nd_experiment_add(g, &spec, y, -1, sets, set_names, NM_SETS, &en);
   if (rc == 0 && w == NM_GRID) {
     r->ntargets = NM_SETS;
