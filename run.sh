@@ -5,7 +5,7 @@
 #   ./run.sh test    install missing packages, build into build/, run the whole ctest suite
 #   ./run.sh asan    build build-asan/ with ASan+UBSan and run every test
 #   ./run.sh tsan    build build-tsan/ with TSan and run the concurrent suites (ctest -L tsan)
-#   ./run.sh bench   build into build/ and run `nidag-bench runtime` and `nidag-bench cache`
+#   ./run.sh bench   build into build/ and run `nidag-bench runtime`, `cache` and `models`
 #
 # Extra arguments after `demo` are passed to `nidag demo` (e.g. --threads 1).
 set -euo pipefail
@@ -107,6 +107,8 @@ case "$cmd" in
     build/bench/nidag-bench runtime
     step "bench: build/bench/nidag-bench cache"
     build/bench/nidag-bench cache
+    step "bench: build/bench/nidag-bench models"
+    build/bench/nidag-bench models
     ;;
   help | -h | --help)
     usage
