@@ -221,9 +221,9 @@ static void predict_rows(const double *B, size_t nalpha, size_t p, const double 
   }
 }
 
-int nd__ridge_path_ws(double *Z, size_t n, size_t p, bool centred, const double *y, const double *Xte,
-                      size_t ldte, size_t m, const double *alphas, size_t nalpha,
-                      double *pred, double *work) {
+int nd__ridge_path_ws(double *Z, size_t n, size_t p, bool centred, const double *y,
+                      const double *Xte, size_t ldte, size_t m, const double *alphas,
+                      size_t nalpha, double *pred, double *work) {
   size_t d = min_size(n, p);
   bool kernel = n < p;
   double *cur = work;
@@ -244,7 +244,8 @@ int nd__ridge_path_ws(double *Z, size_t n, size_t p, bool centred, const double 
   if (info == 0)
     info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'T', di, 1, S, di, tau, rhs, di, lw,
                                nlw);
-  if (info != 0) return nd__merr(ND_ERANGE, "ridge: LAPACK tridiagonal reduction failed (%d)", (int)info);
+  if (info != 0)
+    return nd__merr(ND_ERANGE, "ridge: LAPACK tridiagonal reduction failed (%d)", (int)info);
   /* Column a of the column-major d x nalpha block Xs is alpha a's solution
    * in the tridiagonal basis; one dormtr maps them all back. */
   for (size_t a = 0; a < nalpha; a++)
@@ -263,8 +264,8 @@ int nd__ridge_path_ws(double *Z, size_t n, size_t p, bool centred, const double 
   return 0;
 }
 
-int nd__ridge_fit_ws(double *Z, size_t n, size_t p, bool centred, const double *y, double alpha,
-                     double *coef, double *intercept, double *work) {
+int nd__ridge_fit_ws(double *Z, size_t n, size_t p, bool centred, const double *y,
+                     double alpha, double *coef, double *intercept, double *work) {
   size_t d = min_size(n, p);
   bool kernel = n < p;
   double *cur = work;
@@ -448,9 +449,10 @@ int nd_ridgecv_fit(nd_matview X, const double *y, const double *alphas, size_t n
   if (rc) return rc;
   size_t n = X.rows, p = X.cols;
   gcv g = {.n = n, .p = p, .svd = n > p, .r = n > p ? p : n};
-  /* After Z: U (n x r), s, uty, wt (r each), VT (p x p), yc, c (n each), xbar. */
-  size_t nu, pp, extra;
-  if (!nd__mul_size(n, g.r, &nu) || !nd__mul_size(p, p, &pp) ||
+  /* After Z: U (n x r), s, uty, wt (r each), VT (p x p, SVD mode only, where
+   * p < n), yc, c (n each), xbar. */
+  size_t nu, pp = 0, extra;
+  if (!nd__mul_size(n, g.r, &nu) || (g.svd && !nd__mul_size(p, p, &pp)) ||
       !nd__add_size(nu, pp, &extra) || !nd__add_size(extra, 3 * g.r + 2 * n + p, &extra))
     return nd__merr(ND_EOVERFLOW, "%s: too large", fn);
   double *Z = copy_rows(X, extra);

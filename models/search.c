@@ -56,7 +56,7 @@ static int ws_alloc(search_ws *ws, const nd_pipeline *pl, size_t p, size_t ntrai
   size_t side = ntrain > neval ? ntrain : neval, np, pg, sk, nw, nk = 0;
   if (pl->model == ND_MODEL_RIDGE) {
     nw = nd__ridge_work(ntrain, p, pl->ngrid);
-  } else { /* dual fits have n < p, so n^2 < min(ntrain, p)^2 <= ntrain * p */
+  } else { /* the Gram of a dual fit (n < p): at most min(ntrain, p)^2 */
     nw = nd__logistic_work(ntrain, p);
     nk = ntrain < p ? ntrain * ntrain : p * p;
   }
@@ -67,7 +67,8 @@ static int ws_alloc(search_ws *ws, const nd_pipeline *pl, size_t p, size_t ntrai
                     ntrain + side + (groups ? ntrain : 0)};
   size_t tot = 0, t;
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
-    if (!nd__add_size(tot, sizes[i], &tot)) return nd__merr(ND_EOVERFLOW, "too large");
+    if (!nd__add_size(tot, sizes[i], &tot))
+      return nd__merr(ND_EOVERFLOW, "nd_pipeline_fit_predict: problem too large");
   if (!nd__mul_size(tot, 8, &tot) || !nd__mul_size(ntrain, sizeof(int32_t), &t) ||
       !nd__add_size(tot, t, &tot))
     return nd__merr(ND_EOVERFLOW, "nd_pipeline_fit_predict: problem too large");
@@ -218,7 +219,11 @@ static const double *logistic_gram(nd_matview A, search_ws *ws) {
   return ws->K;
 }
 
-/* Predictions of every candidate for one inner fold: pred[c * nb + i]. */
+/* Predictions of every candidate for one inner fold: pred[c * nb + i].
+ * Logistic regression is scored on P(y=1), except ROC AUC: sklearn's
+ * roc_auc scorer ranks decision_function values, and the sigmoid would
+ * turn large ones into ties at exactly 0 or 1 (a separable fold with a
+ * large C then scored differently). */
 static int fold_predictions(const nd_pipeline *pl, search_ws *ws, size_t na, size_t nb,
                             unsigned f) {
   size_t p = ws->p;
@@ -243,7 +248,14 @@ static int fold_predictions(const nd_pipeline *pl, search_ws *ws, size_t na, siz
       snprintf(where, sizeof where, "inner fold %u, C = %g", f, pl->grid[c]);
       return prefixed(rc, where);
     }
-    nd_logistic_proba(B, ws->coef, b, ws->pred + c * nb);
+    double *out = ws->pred + c * nb;
+    if (pl->scoring == ND_METRIC_ROC_AUC) { /* sklearn ranks decision_function */
+      cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)nb, (int)p, 1.0, B.data, (int)p, ws->coef,
+                  1, 0.0, out, 1);
+      for (size_t i = 0; i < nb; i++) out[i] += b;
+    } else {
+      nd_logistic_proba(B, ws->coef, b, out);
+    }
   }
   return 0;
 }

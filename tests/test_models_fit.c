@@ -5,9 +5,9 @@
  * nd_pipeline_fit_predict against the same search written out as a loop
  * over the public functions, with its ties, NaN scores and errors.
  *
- * The scikit-learn literals come from Debian's /usr/bin/python3 (sklearn
- * 1.2.1): RidgeCV(alphas).fit(X, y) and LogisticRegression(C, tol=1e-12,
- * max_iter=100000).fit(X, y) on the small matrices below. */
+ * The scikit-learn literals (sklearn 1.2.1, Debian's /usr/bin/python3) are
+ * printed by scripts/models_fit_reference.py: RidgeCV, LogisticRegression
+ * and GridSearchCV on the small matrices below. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -222,6 +222,22 @@ static void test_ridge_intercept(void **state) {
   free(X), free(y);
 }
 
+/* Two equal columns make Z'Z exactly singular; an alpha below its rounding
+ * leaves a zero pivot, which is ND_ERANGE rather than garbage. */
+static void test_ridge_singular(void **state) {
+  (void)state;
+  const double X[] = {1, 1, 2, 2, 4, 4, 7, 7, 8, 8}, y[] = {1, 2, 3, 5, 4};
+  const double tiny = 1e-300, ok = 1e-3;
+  double pred[5], coef[2], icpt;
+  nd_matview Xv = {X, 5, 2, 2};
+  assert_int_equal(nd_ridge_path(Xv, y, Xv, &tiny, 1, pred), ND_ERANGE);
+  assert_non_null(strstr(nd_models_errmsg(), "singular"));
+  assert_int_equal(nd_ridge_fit(Xv, y, tiny, coef, &icpt), ND_ERANGE);
+  assert_int_equal(nd_ridge_fit(Xv, y, ok, coef, &icpt), ND_OK);
+  assert_true(fabs(coef[0] - coef[1]) < 1e-12); /* the penalty splits the weight evenly */
+  assert_int_equal(nd_ridge_path(Xv, y, Xv, &ok, 1, pred), ND_OK);
+}
+
 static void test_ridge_errors(void **state) {
   (void)state;
   double X[6] = {1, 2, 3, 4, 5, 7}, y[3] = {1, 2, 4}, pred[6], coef[2], icpt;
@@ -376,13 +392,13 @@ static void test_logistic_sklearn(void **state) {
   (void)state;
   nd_matview X = {lg_x, 20, 3, 3};
   double coef[3], b;
-  /* The exact optimum (Newton in numpy to machine precision), then
-   * sklearn's lbfgs result, which it reaches to about 1e-7. */
-  const double e05[] = {0.84494929118031781, -0.75216780496730595, 0.36051602493647367,
-                        1.4951514778107571};
+  /* The optimum (sklearn's newton-cholesky solver), then the default lbfgs
+   * result, which stops about 1e-7 away from it. */
+  const double e05[] = {0.84494929117902928, -0.75216780496633173, 0.36051602493520435,
+                        1.4951514778066748};
   const double s05[] = {0.84494911842150466, -0.75216784343253806, 0.3605162307281165,
                         1.4951516836467458};
-  const double e10[] = {3.2250759622533787, -2.4548837611798193, 1.6521433176974012,
+  const double e10[] = {3.2250759622533782, -2.4548837611798198, 1.6521433176974014,
                         3.2515032583806884};
   const double s10[] = {3.2250760039529527, -2.454883846874726, 1.6521433860880619,
                         3.2515032225983429};
@@ -475,10 +491,13 @@ static void test_logistic_proba(void **state) {
 /* ---------------------------------------------------------- grid search */
 
 /* The search written out over the public functions: mean inner scores,
- * the winner (NaN last, first on ties) and the refit predictions. */
-static void explicit_search(const nd_pipeline *pl, nd_matview X, const double *y,
-                            const size_t *train, size_t ntrain, const size_t *eval,
-                            size_t neval, double *mean, size_t *best, double *pred) {
+ * the winner (NaN last, first on ties) and the refit predictions. ROC AUC
+ * ranks logistic regression's decision values (as sklearn's scorer does)
+ * when `decision` is set, else P(y=1). */
+static void explicit_search_as(const nd_pipeline *pl, nd_matview X, const double *y,
+                               const int64_t *groups, const size_t *train, size_t ntrain,
+                               const size_t *eval, size_t neval, bool decision, double *mean,
+                               size_t *best, double *pred) {
   size_t p = X.cols, k = pl->inner.k, ng = pl->ngrid;
   double *ytr = malloc(ntrain * sizeof *ytr), *ya = malloc(ntrain * sizeof *ya);
   double *yb = malloc(ntrain * sizeof *yb), *ctr = malloc(p * sizeof *ctr);
@@ -487,9 +506,10 @@ static void explicit_search(const nd_pipeline *pl, nd_matview X, const double *y
   double *coef = malloc(p * sizeof *coef), b;
   size_t *ra = malloc(ntrain * sizeof *ra), *rb = malloc(ntrain * sizeof *rb);
   int32_t *fold = malloc(ntrain * sizeof *fold);
-  for (size_t r = 0; r < ntrain; r++) ytr[r] = y[train[r]];
+  int64_t *gtr = malloc(ntrain * sizeof *gtr);
+  for (size_t r = 0; r < ntrain; r++) ytr[r] = y[train[r]], gtr[r] = groups ? groups[train[r]] : 0;
   for (size_t c = 0; c < ng; c++) mean[c] = 0;
-  assert_int_equal(nd_cv_assign(&pl->inner, ntrain, ytr, NULL, fold), ND_OK);
+  assert_int_equal(nd_cv_assign(&pl->inner, ntrain, ytr, groups ? gtr : NULL, fold), ND_OK);
   for (size_t f = 0; f < k; f++) {
     size_t na = 0, nb = 0;
     for (size_t r = 0; r < ntrain; r++) {
@@ -507,6 +527,8 @@ static void explicit_search(const nd_pipeline *pl, nd_matview X, const double *y
         assert_int_equal(nd_logistic_fit(A, ya, pl->grid[c], pl->tol, pl->max_iter, coef, &b),
                          ND_OK);
         nd_logistic_proba(B, coef, b, pr + c * nb);
+        if (decision && pl->scoring == ND_METRIC_ROC_AUC)
+          for (size_t i = 0; i < nb; i++) pr[c * nb + i] = dot_row(Zb + i * p, coef, p) + b;
       }
     }
     for (size_t c = 0; c < ng; c++)
@@ -532,7 +554,13 @@ static void explicit_search(const nd_pipeline *pl, nd_matview X, const double *y
     nd_logistic_proba(B, coef, b, pred);
   }
   free(ytr), free(ya), free(yb), free(ctr), free(sc), free(Za), free(Zb), free(pr);
-  free(coef), free(ra), free(rb), free(fold);
+  free(coef), free(ra), free(rb), free(fold), free(gtr);
+}
+
+static void explicit_search(const nd_pipeline *pl, nd_matview X, const double *y,
+                            const size_t *train, size_t ntrain, const size_t *eval,
+                            size_t neval, double *mean, size_t *best, double *pred) {
+  explicit_search_as(pl, X, y, NULL, train, ntrain, eval, neval, true, mean, best, pred);
 }
 
 /* A problem: n rows of X (p columns), training rows in a shuffled order,
@@ -642,8 +670,8 @@ static void test_search_logistic(void **state) {
 }
 
 /* scikit-learn's own GridSearchCV(Pipeline([StandardScaler(), Ridge() |
- * LogisticRegression(tol=1e-12, max_iter=100000)]), cv=3) on X[train], the
- * training rows in this (shuffled) order, predicting X[eval]. */
+ * LogisticRegression(tol=1e-12, solver="newton-cholesky")]), cv=3) on
+ * X[train], the training rows in this (shuffled) order, predicting X[eval]. */
 static const double gs_x[] = {
     0.034,  3.719,  -1.388, 3.469,  -0.298, -0.055, -1.715, 4.832,  0.747,  -2.695, -1.217,
     4.711,  0.680,  0.727,  -2.190, 6.389,  0.825,  0.595,  -2.076, 7.057,  -0.870, -2.029,
@@ -701,11 +729,11 @@ static void test_search_sklearn(void **state) {
                    ND_OK);
   const double amean[] = {0.81055555555555558, 0.81055555555555558, 0.82388888888888889,
                           0.81111111111111123};
-  const double proba[] = {0.98596709053881426, 0.41614639627505234, 0.22491834900125066,
-                          0.86980117808880952, 0.87120856867457097, 0.040130004796890037};
+  const double proba[] = {0.98596705854889821, 0.41614543073792482, 0.22491900210349605,
+                          0.86980106629657794, 0.87120850157497043, 0.040130098065527066};
   assert_int_equal(res.best, 2);
   assert_close(mean, amean, 4, 1e-12);
-  assert_close(pred, proba, 6, 1e-6); /* lbfgs's own accuracy */
+  assert_close(pred, proba, 6, 1e-9);
   /* Balanced accuracy: C = 1 and C = 10 tie, the first wins. */
   pl.scoring = ND_METRIC_BALANCED_ACC;
   assert_int_equal(nd_pipeline_fit_predict(&pl, X, gs_yb, NULL, gs_train, 30, gs_eval, 6, pred,
@@ -715,7 +743,62 @@ static void test_search_sklearn(void **state) {
                           0.76388888888888895};
   assert_int_equal(res.best, 2);
   assert_close(mean, bmean, 4, 1e-12);
-  assert_close(pred, proba, 6, 1e-6);
+  assert_close(pred, proba, 6, 1e-9);
+}
+
+/* Inner fold 0 trains on rows where the second feature is almost constant,
+ * so scaling blows that feature up on its test rows and their P(y=1)
+ * saturate to exactly 0 or 1 together, tying a negative with a positive that
+ * the decision values order. ROC AUC follows the decision values. */
+static void test_search_roc_auc_saturated(void **state) {
+  (void)state;
+  const double Cs[] = {1e4, 1e6};
+  nd_pipeline pl = {0};
+  pl.scaling = ND_SCALE_STANDARD;
+  pl.model = ND_MODEL_LOGISTIC;
+  pl.grid = Cs;
+  pl.ngrid = 2;
+  pl.scoring = ND_METRIC_ROC_AUC;
+  pl.inner = (nd_cv){.kind = ND_CV_KFOLD, .k = 3};
+  const double X[] = {-1.0, 1.0,    1.0,  1.0,    0.5,  -1.0,   -2.0, 1e-3,
+                      2.0,  -1e-3,  -1.5, -2e-3,  1.5,  0.5e-3, -0.7, 1.5e-3,
+                      0.8,  -1e-3,  0.0,  0.0,    0.0,  0.0,    0.0,  0.0};
+  const double y[12] = {0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0};
+  const size_t train[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8}, eval[1] = {9};
+  nd_matview Xv = {X, 12, 2, 2};
+  double pred[1], mean[2], rmean[2], pmean[2], rpred[1];
+  size_t rbest;
+  nd_search_result res;
+  assert_int_equal(nd_pipeline_fit_predict(&pl, Xv, y, NULL, train, 9, eval, 1, pred, &res,
+                                           mean),
+                   ND_OK);
+  explicit_search_as(&pl, Xv, y, NULL, train, 9, eval, 1, true, rmean, &rbest, rpred);
+  assert_close(mean, rmean, 2, 1e-12);
+  explicit_search_as(&pl, Xv, y, NULL, train, 9, eval, 1, false, pmean, &rbest, rpred);
+  assert_true(pmean[0] != rmean[0] || pmean[1] != rmean[1]); /* the ties were real */
+}
+
+/* A GROUP inner split sees the training rows' groups. */
+static void test_search_groups(void **state) {
+  (void)state;
+  nd_pipeline pl = ridge_pipeline();
+  pl.inner = (nd_cv){.kind = ND_CV_GROUP, .k = 3, .shuffle = true, .seed = 5};
+  problem a = make_problem(g_seed + 11, 60, 7, 48, false);
+  int64_t groups[60];
+  for (size_t i = 0; i < 60; i++) groups[i] = (int64_t)(i % 9) * 10;
+  nd_matview X = {a.X, a.n, a.p, a.p};
+  double pred[12], mean[NGA], rpred[12], rmean[NGA];
+  size_t rbest;
+  nd_search_result res;
+  assert_int_equal(nd_pipeline_fit_predict(&pl, X, a.y, groups, a.train, a.ntrain, a.eval,
+                                           a.neval, pred, &res, mean),
+                   ND_OK);
+  explicit_search_as(&pl, X, a.y, groups, a.train, a.ntrain, a.eval, a.neval, true, rmean,
+                     &rbest, rpred);
+  assert_int_equal(res.best, rbest);
+  assert_close(mean, rmean, NGA, 1e-9);
+  assert_close(pred, rpred, a.neval, 1e-8);
+  free_problem(&a);
 }
 
 /* Identical candidates tie: the first wins. */
@@ -889,6 +972,10 @@ static void test_search_errors(void **state) {
   for (size_t i = 0; i < a.n; i++) a.X[i * a.p + 2] = 1.0;
   assert_int_equal(FIT(24), ND_EINVAL);
   assert_non_null(strstr(nd_models_errmsg(), "inner fold 0"));
+  const double one[] = {1.0};
+  pl.grid = one, pl.ngrid = 1; /* no search: the refit's scaler fails */
+  assert_int_equal(FIT(24), ND_EINVAL);
+  assert_non_null(strstr(nd_models_errmsg(), "training rows"));
 #undef FIT
   free_problem(&a);
 }
@@ -925,9 +1012,16 @@ static void test_search_logistic_classes(void **state) {
                                            NULL),
                    ND_EINVAL);
   assert_non_null(strstr(nd_models_errmsg(), "0/1"));
-  /* The same rows interleaved give every inner training set both classes. */
   y[3] = 0.0;
+  /* The same rows interleaved give every inner training set both classes;
+   * a Newton solver stopped after one step then fails the search. */
   const size_t mixed[6] = {0, 2, 3, 1, 4, 5};
+  pl.max_iter = 1;
+  assert_int_equal(nd_pipeline_fit_predict(&pl, Xv, y, NULL, mixed, 6, eval, 1, pred, &res,
+                                           NULL),
+                   ND_ERANGE);
+  assert_non_null(strstr(nd_models_errmsg(), "inner fold 0, C = 0.1"));
+  pl.max_iter = 0;
   assert_int_equal(nd_pipeline_fit_predict(&pl, Xv, y, NULL, mixed, 6, eval, 1, pred, &res,
                                            NULL),
                    ND_OK);
@@ -942,6 +1036,7 @@ int main(void) {
       cmocka_unit_test(test_ridge_one_row),
       cmocka_unit_test(test_ridge_by_hand),
       cmocka_unit_test(test_ridge_intercept),
+      cmocka_unit_test(test_ridge_singular),
       cmocka_unit_test(test_ridge_errors),
       cmocka_unit_test(test_ridgecv_sklearn),
       cmocka_unit_test(test_ridgecv_loo),
@@ -954,6 +1049,8 @@ int main(void) {
       cmocka_unit_test(test_search_ridge_shapes),
       cmocka_unit_test(test_search_logistic),
       cmocka_unit_test(test_search_sklearn),
+      cmocka_unit_test(test_search_roc_auc_saturated),
+      cmocka_unit_test(test_search_groups),
       cmocka_unit_test(test_search_ties),
       cmocka_unit_test(test_search_nan_scores),
       cmocka_unit_test(test_search_single_candidate),
