@@ -177,7 +177,7 @@ W4_FILE="${W4_FILE:-/tmp/w4_smooth.f64}"
   fi
   if want w5; then
     if have_sklearn; then
-      run w5 env OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$SRC/w5_models.py" /tmp/nd-w5-predictions.csv
+      run w5 /usr/bin/python3 "$SRC/w5_models.py" /tmp/nd-w5-predictions.csv
       rm -f /tmp/nd-w5-predictions.csv
     else
       log "/usr/bin/python3 with scikit-learn is missing: the W5 peer is skipped (recorded figures in the summary)"
