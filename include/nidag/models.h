@@ -41,13 +41,16 @@ typedef struct nd_matview {
 
 /* ------------------------------------------------------------ .npy files */
 
-/* Load a NumPy .npy file (format 1.0, 2.0 or 3.0; C order; dtypes <f8, <f4,
- * <i8, <i4, |u1, |i1 and their native-endian spellings) as an nd_array of the
- * same type (ND_F64, ND_F32, ND_I64, ND_I32, ND_U8, ND_I8). Errors: ND_EIO,
- * ND_EFORMAT (not .npy, truncated, Fortran order, big-endian),
- * ND_EUNSUPPORTED (dtype), each with a message naming the file. */
+/* Load a NumPy .npy file (format 1.0, 2.0 or 3.0; C order; little-endian or
+ * native dtypes f8, f4, i8, i4, i2, i1, u8, u4, u2, u1) as an nd_array of the
+ * same type (ND_F64, ND_F32, ND_I64, ..., ND_U8). Errors: ND_EIO,
+ * ND_EFORMAT (not .npy, malformed header, truncated or trailing data,
+ * Fortran order, big-endian), ND_EUNSUPPORTED (dtype, more than ND_MAX_DIMS
+ * dimensions), ND_EOVERFLOW (shape), ND_ENOMEM, each with a message naming
+ * the file. */
 int nd_npy_load(const char *path, nd_array **out);
-/* Write a (format 1.0) .npy file; ND_EIO naming the file on failure. */
+/* Write a (format 1.0) .npy file. Errors: ND_EUNSUPPORTED (a dtype .npy
+ * lacks), ND_EIO, each naming the file. */
 int nd_npy_save(const char *path, const nd_array *a);
 
 /* ---------------------------------------------------------------- metrics */
@@ -88,7 +91,8 @@ typedef enum nd_constant_policy {
 /* Fit on the given rows of X: center[j], scale[j] for each column (NONE gives
  * 0 and 1). A constant column (sklearn's test: var <= n*eps*var + (n*mean*eps)^2,
  * or a zero quantile range) follows the policy; *nconstant (may be NULL)
- * counts them. NaN/Inf in the rows is ND_EINVAL. */
+ * counts them. NaN/Inf in the rows is ND_EINVAL; finite values whose sum or
+ * variance exceeds the double range are ND_ERANGE (STANDARD). */
 int nd_scaler_fit(nd_scaling kind, nd_matview X, const size_t *rows, size_t nrows,
                   nd_constant_policy policy, double *center, double *scale,
                   size_t *nconstant);
@@ -143,13 +147,15 @@ typedef struct nd_cv {
   nd_cv_kind kind;
   uint32_t k;     /* folds, >= 2 */
   bool shuffle;
-  uint64_t seed;  /* used when shuffle is set (our own generator, not numpy's) */
+  uint64_t seed;  /* used when shuffle is set: the nd_rng stream keyed {seed, 0}
+                     (Philox; reproducible everywhere, not numpy's) */
 } nd_cv;
 
 /* fold[i] in [0, k) is the test fold of row i. y is needed for STRATIFIED
  * (class labels as doubles, any number of classes) and groups for GROUP;
- * either may be NULL otherwise. Errors: k < 2, fewer rows (or groups) than
- * folds, a fold left empty, NaN labels. */
+ * either may be NULL otherwise. Errors (ND_EINVAL): k < 2, fewer rows (or
+ * groups) than folds, STRATIFIED with no class of k rows, a fold left
+ * empty, NaN/Inf labels; ND_ENOMEM. */
 int nd_cv_assign(const nd_cv *cv, size_t n, const double *y, const int64_t *groups,
                  int32_t *fold);
 
@@ -208,10 +214,11 @@ typedef struct nd_ensemble_spec {
   nd_ensemble kind;
   nd_model task;        /* RIDGE: regression, LOGISTIC: classification */
   nd_metric metric;     /* GRID's selection score */
-  const double *meta_grid; /* STACK regression: RidgeCV alphas; classification:
-                              meta_grid[0] is C (NULL: C = 1) */
+  const double *meta_grid; /* STACK regression: RidgeCV alphas (NULL: sklearn's
+                              0.1, 1, 10); classification: meta_grid[0] is C
+                              (NULL: C = 1) */
   size_t nmeta;
-  double tol;           /* meta logistic */
+  double tol;           /* meta logistic (0: 1e-10) */
 } nd_ensemble_spec;
 
 /* One outer fold. test_pred[s] (m values) are member s's predictions on the
@@ -256,7 +263,7 @@ typedef struct nd_fit_spec {
                       ensembles' inner fits come from) */
 } nd_fit_spec;
 
-/* nd_op_fit: inputs X (2-D f32/f64, rows = participants), y (1-D f64), and
+/* nd_op_fit: inputs X (2-D f32/f64, rows = participants), y (1-D f64/f32), and
  * optionally groups (1-D, integer-valued). Params (nd_params) from
  * nd_fit_params: the spec, "outer_fold" and "inner_fold" (-1: the fit on the
  * whole outer training set, predicting the outer test rows; i >= 0: the fit
@@ -312,6 +319,41 @@ int nd_experiment_add(nd_graph *g, const nd_experiment_spec *spec, int64_t y,
                       int64_t groups, const int64_t *sets,
                       const char *const *set_names, size_t nsets, nd_experiment_nodes *out);
 void nd_experiment_nodes_free(nd_experiment_nodes *n);
+
+/* ------------------------------------------------ features from images */
+
+/* nd_op_stack_rows: inputs are participants' region values (nd_op_parcellate
+ * of a 3D image: shape (1, R) or (R), f32/f64, the same R for all); output
+ * the f64 matrix (participants, R'), row i from input i. Param "drop_empty"
+ * (i64, default 1): drop region columns that are NaN for every participant
+ * (regions empty on the image grid). A column NaN for some participants only,
+ * or an infinite value, fails the node naming the input. */
+extern const nd_op nd_op_stack_rows;
+
+/* The parcellation half of an experiment, as nodes of g:
+ *   per atlas: file -> nd.nifti_load -> nd.resample onto the grid image;
+ *   per image: file -> nd.nifti_load ("load <id>"), then per atlas
+ *   nd.parcellate ("parcellate <id> <atlas>", the "reduce" param) and per
+ *   atlas nd.stack_rows over all images ("features <atlas>").
+ * features[a] gets atlas a's feature-matrix node; loads (n, may be NULL) the
+ * image loads; extractions (natlas x n, [a * n + i], may be NULL) the
+ * parcellations. Unless cache_loads is set, loads are ND_OP_NO_CACHE (same
+ * keys): the extractions are stored, the images are not copied into the
+ * cache. */
+typedef struct nd_features_spec {
+  const char *const *images;      /* n paths (NIfTI, 3D) */
+  const char *const *ids;         /* n participant ids for labels (NULL: the paths) */
+  size_t n;
+  const char *const *atlases;     /* natlas label-atlas paths */
+  const char *const *atlas_names; /* for labels (NULL: the paths) */
+  size_t natlas;
+  const char *grid;               /* an image on the images' grid (NULL: images[0]) */
+  const char *reduce;             /* nd_parcellate reduction (NULL: "mean") */
+  bool cache_loads;
+} nd_features_spec;
+
+int nd_features_add(nd_graph *g, const nd_features_spec *spec, int64_t *features,
+                    int64_t *loads, int64_t *extractions);
 
 #ifdef __cplusplus
 }
