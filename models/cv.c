@@ -1,8 +1,8 @@
 /* Cross-validation fold assignment (nd_cv_assign): scikit-learn 1.2's KFold
  * and StratifiedKFold, exactly when unshuffled, and K-fold over sorted group
- * ids. Shuffles use a private xoshiro256** generator seeded through
- * splitmix64 from cv->seed, so they are reproducible across platforms and
- * threads but do not match numpy's.
+ * ids. Shuffles draw from the runtime's counter-based generator (nd_rng,
+ * Philox4x32-10) keyed by cv->seed, so they are reproducible across
+ * platforms and threads but do not match numpy's.
  *
  * How StratifiedKFold allocates (sklearn's _make_test_folds): classes are
  * numbered by first appearance; the encoded labels are sorted and dealt
@@ -17,65 +17,17 @@
 #include <string.h>
 
 #include "models/models_int.h"
+#include "nidag/runtime.h"
 
-/* splitmix64's increment and output mix, used only to seed xoshiro. */
-#define ND__SM_GAMMA 0x9E3779B97F4A7C15ull
-#define ND__SM_MUL1 0xBF58476D1CE4E5B9ull
-#define ND__SM_MUL2 0x94D049BB133111EBull
-
-typedef struct nd__xoshiro {
-  uint64_t s[4];
-} nd__xoshiro;
-
-static uint64_t nd__splitmix64(uint64_t *x) {
-  uint64_t z = (*x += ND__SM_GAMMA);
-  z = (z ^ (z >> 30)) * ND__SM_MUL1;
-  z = (z ^ (z >> 27)) * ND__SM_MUL2;
-  return z ^ (z >> 31);
-}
-
-static void nd__xoshiro_seed(nd__xoshiro *g, uint64_t seed) {
-  for (int i = 0; i < 4; i++) g->s[i] = nd__splitmix64(&seed);
-}
-
-static inline uint64_t nd__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-/* xoshiro256** (Blackman and Vigna). */
-static uint64_t nd__xoshiro_next(nd__xoshiro *g) {
-  uint64_t *s = g->s;
-  uint64_t out = nd__rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = nd__rotl(s[3], 45);
-  return out;
-}
-
-/* Uniform in [0, bound), bound > 0, without modulo bias: draws below
- * 2^64 mod bound are rejected. */
-static uint64_t nd__below(nd__xoshiro *g, uint64_t bound) {
-  uint64_t reject = -bound % bound;
-  uint64_t r;
-  do r = nd__xoshiro_next(g);
-  while (r < reject);
-  return r % bound;
+/* The generator of a shuffled split: the stream keyed (seed, 0). */
+static void nd__cv_rng(const nd_cv *cv, nd_rng *g) {
+  nd_rng_init(g, (nd_hash128){.lo = cv->seed, .hi = 0});
 }
 
 /* Fisher-Yates over a[0..n). */
-static void nd__shuffle_i32(nd__xoshiro *g, int32_t *a, size_t n) {
+static void nd__shuffle(nd_rng *g, size_t *a, size_t n) {
   for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t)nd__below(g, i);
-    int32_t t = a[i - 1];
-    a[i - 1] = a[j];
-    a[j] = t;
-  }
-}
-
-static void nd__shuffle_size(nd__xoshiro *g, size_t *a, size_t n) {
-  for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t)nd__below(g, i);
+    size_t j = (size_t)nd_rng_below(g, i);
     size_t t = a[i - 1];
     a[i - 1] = a[j];
     a[j] = t;
@@ -99,9 +51,9 @@ static int nd__assign_kfold(const nd_cv *cv, size_t n, int32_t *fold) {
   if (perm == NULL)
     return nd__merr(ND_ENOMEM, "k-fold: no memory to permute %zu rows", n);
   for (size_t i = 0; i < n; i++) perm[i] = i;
-  nd__xoshiro g;
-  nd__xoshiro_seed(&g, cv->seed);
-  nd__shuffle_size(&g, perm, n);
+  nd_rng g;
+  nd__cv_rng(cv, &g);
+  nd__shuffle(&g, perm, n);
   for (size_t p = 0; p < n; p++) fold[perm[p]] = nd__kfold_of(p, n, cv->k);
   nd_free(perm);
   return ND_OK;
@@ -166,36 +118,35 @@ static int nd__encode_classes(const double *y, size_t n, size_t *cls, size_t *nc
  * its block [start, start + count) of the sorted labels. A block of at least
  * k positions is counted residue by residue; a shorter one is a run of
  * consecutive residues that wraps past k - 1 at most once. */
-static void nd__class_slots(size_t start, size_t count, size_t k, int32_t *slots) {
+static void nd__class_slots(size_t start, size_t count, size_t k, size_t *slots) {
   size_t s = 0;
   if (count >= k) {
     for (size_t f = 0; f < k; f++) {
       size_t take = nd__residue_count(start + count, f, k) - nd__residue_count(start, f, k);
-      for (size_t t = 0; t < take; t++) slots[s++] = (int32_t)f;
+      for (size_t t = 0; t < take; t++) slots[s++] = f;
     }
     return;
   }
   size_t r0 = start % k, tail = count < k - r0 ? count : k - r0, wrapped = count - tail;
-  for (size_t f = 0; f < wrapped; f++) slots[s++] = (int32_t)f;
-  for (size_t f = r0; f < r0 + tail; f++) slots[s++] = (int32_t)f;
+  for (size_t f = 0; f < wrapped; f++) slots[s++] = f;
+  for (size_t f = r0; f < r0 + tail; f++) slots[s++] = f;
 }
 
 /* The rows of one class (byrow, in row order) take its slots in order,
  * after a shuffle of the slots when g is set. */
 static void nd__deal_class(const size_t *byrow, size_t start, size_t count, size_t k,
-                           int32_t *slots, nd__xoshiro *g, int32_t *fold) {
+                           size_t *slots, nd_rng *g, int32_t *fold) {
   nd__class_slots(start, count, k, slots);
   if (g != NULL)
-    nd__shuffle_i32(g, slots, count);
-  for (size_t r = 0; r < count; r++) fold[byrow[r]] = slots[r];
+    nd__shuffle(g, slots, count);
+  for (size_t r = 0; r < count; r++) fold[byrow[r]] = (int32_t)slots[r];
 }
 
 static int nd__assign_stratified(const nd_cv *cv, size_t n, const double *y, int32_t *fold) {
   if (y == NULL)
     return nd__merr(ND_EINVAL, "stratified folds need the labels (y is NULL)");
   size_t *cls = nd_calloc(n, sizeof *cls);
-  size_t *first = NULL, *byrow = NULL;
-  int32_t *slots = NULL;
+  size_t *first = NULL, *byrow = NULL, *slots = NULL;
   size_t ncls = 0;
   int rc = cls ? nd__encode_classes(y, n, cls, &ncls)
                : nd__merr(ND_ENOMEM, "stratified folds: no memory for %zu labels", n);
@@ -226,8 +177,8 @@ static int nd__assign_stratified(const nd_cv *cv, size_t n, const double *y, int
   for (size_t i = 0; i < n; i++) byrow[first[cls[i]]++] = i;
   for (size_t c = ncls; c > 0; c--) first[c] = first[c - 1];
   first[0] = 0;
-  nd__xoshiro g;
-  nd__xoshiro_seed(&g, cv->seed);
+  nd_rng g;
+  nd__cv_rng(cv, &g);
   for (size_t c = 0; c < ncls; c++)
     nd__deal_class(byrow + first[c], first[c], first[c + 1] - first[c], cv->k, slots,
                    cv->shuffle ? &g : NULL, fold);
@@ -271,9 +222,9 @@ static int nd__assign_group(const nd_cv *cv, size_t n, const int64_t *groups,
   /* order[p] is the sorted-group index at position p of the fold list. */
   for (size_t u = 0; u < ng; u++) order[u] = u;
   if (cv->shuffle) {
-    nd__xoshiro g;
-    nd__xoshiro_seed(&g, cv->seed);
-    nd__shuffle_size(&g, order, ng);
+    nd_rng g;
+    nd__cv_rng(cv, &g);
+    nd__shuffle(&g, order, ng);
   }
   for (size_t p = 0; p < ng; p++) gfold[order[p]] = nd__kfold_of(p, ng, cv->k);
   for (size_t i = 0; i < n; i++) {

@@ -21,18 +21,7 @@
 #include "models/models_int.h"
 
 /* sklearn RidgeCV's default alphas, used when the spec gives none. */
-static const double ridgecv_default_alphas[] = {0.1, 1.0, 10.0};
-#define ND__RIDGECV_DEFAULT_N (sizeof ridgecv_default_alphas / sizeof *ridgecv_default_alphas)
-/* sklearn LogisticRegression's default C, used when the spec gives none. */
-#define ND__META_DEFAULT_C 1.0
-
-/* Re-record the models message with a prefix (the message must be copied
- * first: nd__merr formats into the buffer nd_models_errmsg reads from). */
-static int with_prefix(int rc, const char *prefix) {
-  char msg[ND__ERRMSG_MAX];
-  snprintf(msg, sizeof msg, "%s", nd_models_errmsg());
-  return nd__merr(rc, "%s: %s", prefix, *msg ? msg : nd_strerror(rc));
-}
+const double nd__ridgecv_default_alphas[ND__RIDGECV_DEFAULT_N] = {0.1, 1.0, 10.0};
 
 static void vote(size_t nmembers, const double *const *test_pred, size_t m, double *out) {
   for (size_t j = 0; j < m; j++) {
@@ -60,24 +49,28 @@ static double member_score(nd_metric metric, const double *oof, const double *yt
   return sum / (double)ninner;
 }
 
-static int grid_select(const nd_ensemble_spec *spec, size_t nmembers,
-                       const double *const *oof_pred, const double *ytrain,
-                       const int32_t *inner_fold, size_t ntrain, uint32_t ninner,
-                       size_t *best) {
-  double *buf = nd_malloc(2 * ntrain * sizeof *buf);
+int nd__grid_choice(nd_metric metric, size_t nmembers, const double *const *oof_pred,
+                    const double *ytrain, const int32_t *inner_fold, size_t ntrain,
+                    uint32_t ninner, size_t *chosen, double *score) {
+  size_t cells, bytes;
+  double *buf = nd__mul_size(ntrain, 2, &cells) && nd__mul_size(cells, sizeof *buf, &bytes)
+                    ? nd_malloc(bytes)
+                    : NULL;
   if (!buf) return nd__merr(ND_ENOMEM, "out of memory scoring %zu training rows", ntrain);
   double best_score = NAN;
-  *best = 0;
+  size_t best = 0;
   for (size_t k = 0; k < nmembers; k++) {
-    double s = member_score(spec->metric, oof_pred[k], ytrain, inner_fold, ntrain, ninner,
-                            buf, buf + ntrain);
+    double s = member_score(metric, oof_pred[k], ytrain, inner_fold, ntrain, ninner, buf,
+                            buf + ntrain);
     /* NaN is worst; a tie keeps the earlier member. */
     if (k == 0 || (!isnan(s) && (isnan(best_score) || s > best_score))) {
       best_score = s;
-      *best = k;
+      best = k;
     }
   }
   nd_free(buf);
+  *chosen = best;
+  *score = best_score;
   return 0;
 }
 
@@ -115,11 +108,11 @@ static int stack(const nd_ensemble_spec *spec, size_t nmembers,
   double intercept = 0;
   if (spec->task == ND_MODEL_RIDGE) {
     const double *alphas = spec->meta_grid && spec->nmeta ? spec->meta_grid
-                                                          : ridgecv_default_alphas;
+                                                          : nd__ridgecv_default_alphas;
     size_t nalpha = spec->meta_grid && spec->nmeta ? spec->nmeta : ND__RIDGECV_DEFAULT_N;
     rc = nd_ridgecv_fit(zv, ytrain, alphas, nalpha, coef, &intercept, NULL);
     if (rc) {
-      rc = with_prefix(rc, "stacking meta-model (RidgeCV)");
+      rc = nd__merr_prefix(rc, "stacking meta-model (RidgeCV)");
       goto out;
     }
     /* X @ coef, then + intercept, as sklearn's linear predict. */
@@ -132,7 +125,7 @@ static int stack(const nd_ensemble_spec *spec, size_t nmembers,
     double C = spec->meta_grid && spec->nmeta ? spec->meta_grid[0] : ND__META_DEFAULT_C;
     rc = nd_logistic_fit(zv, ytrain, C, spec->tol, 0, coef, &intercept);
     if (rc) {
-      rc = with_prefix(rc, "stacking meta-model (LogisticRegression)");
+      rc = nd__merr_prefix(rc, "stacking meta-model (LogisticRegression)");
       goto out;
     }
     nd_logistic_proba(ztv, coef, intercept, out);
@@ -198,7 +191,9 @@ int nd_ensemble_predict(const nd_ensemble_spec *spec, size_t nmembers,
     return 0;
   case ND_ENS_GRID: {
     size_t best = 0;
-    rc = grid_select(spec, nmembers, oof_pred, ytrain, inner_fold, ntrain, ninner, &best);
+    double score;
+    rc = nd__grid_choice(spec->metric, nmembers, oof_pred, ytrain, inner_fold, ntrain, ninner,
+                         &best, &score);
     if (rc) return rc;
     if (m) memcpy(out, test_pred[best], m * sizeof *out);
     if (chosen) *chosen = best;

@@ -179,8 +179,13 @@ int nd_experiment_add(nd_graph *g, const nd_experiment_spec *spec, int64_t y,
   /* Inputs of the widest node: an ensemble (y, groups, every member's fits)
    * or a score (y, groups, the folds). */
   size_t per = 1 + out->ninner, width = 2 + (out->nouter > 3 ? out->nouter : 3), members;
-  if (!nd__mul_size(nsets, per, &members) || members > SIZE_MAX - 2)
-    return nd__merr(ND_EOVERFLOW, "experiment: too many feature sets");
+  /* nsets * nouter * per ids bound every array below (the fits, the set
+   * scores, the ensembles, and the input scratch: nouter >= 2), so once
+   * their bytes fit in a size_t no allocation size can wrap. */
+  size_t bytes;
+  if (!nd__mul_size(nsets, per, &members) || !nd__mul_size(members, out->nouter, &bytes) ||
+      !nd__mul_size(bytes, sizeof(int64_t), &bytes))
+    return nd__merr(ND_EOVERFLOW, "experiment: too many feature sets (%zu)", nsets);
   if (members + 2 > width) width = members + 2;
   xb b = {.g = g, .spec = spec, .y = y, .groups = groups < 0 ? -1 : groups};
   b.in = nd_malloc(width * sizeof *b.in);

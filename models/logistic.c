@@ -25,10 +25,8 @@
 
 #include "models/fit_int.h"
 
-#define ND__LOGISTIC_TOL 1e-10      /* tol 0 */
-#define ND__LOGISTIC_MAX_ITER 100   /* max_iter 0 */
-#define ND__ARMIJO_C1 1e-4          /* sufficient decrease */
-#define ND__MAX_HALVINGS 60         /* line-search steps before giving up */
+#define ND__ARMIJO_C1 1e-4  /* sufficient decrease */
+#define ND__MAX_HALVINGS 60 /* line-search steps before giving up */
 
 /* log(1 + exp(z)) */
 static double softplus(double z) { return z > 0 ? z + log1p(exp(-z)) : log1p(exp(z)); }
@@ -182,8 +180,8 @@ int nd__logistic_fit_ws(nd_matview X, const double *y, double C, double tol,
                         uint32_t max_iter, const double *K, double *coef, double *intercept,
                         double *work) {
   size_t n = X.rows, p = X.cols, q = p + 1;
-  if (tol == 0) tol = ND__LOGISTIC_TOL;
-  if (max_iter == 0) max_iter = ND__LOGISTIC_MAX_ITER;
+  if (tol == 0) tol = ND__LOGISTIC_DEFAULT_TOL;
+  if (max_iter == 0) max_iter = ND__LOGISTIC_DEFAULT_MAX_ITER;
   double *z = work, *r = z + n, *s = r + n, *u = s + n;
   double *g = u + n, *step = g + q, *H = step + q, *W = H + q * q;
   double *w = coef, b = 0;
@@ -232,6 +230,8 @@ int nd_logistic_fit(nd_matview X, const double *y, double C, double tol, uint32_
   if (X.rows == 0 || X.cols == 0) return nd__merr(ND_EINVAL, "%s: empty X", fn);
   if (X.ld < X.cols)
     return nd__merr(ND_EINVAL, "%s: leading dimension %zu < %zu columns", fn, X.ld, X.cols);
+  if (X.ld > ND__FIT_DIM_MAX) /* BLAS takes it as an int */
+    return nd__merr(ND_EOVERFLOW, "%s: leading dimension %zu is too large", fn, X.ld);
   if (!(C > 0) || !isfinite(C))
     return nd__merr(ND_EINVAL, "%s: C = %g is not a finite value > 0", fn, C);
   if (!(tol >= 0) || !isfinite(tol))

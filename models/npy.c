@@ -48,6 +48,8 @@ static const char *npy_field(const char *hdr, const char *key) {
 
 static int npy_parse_descr(const char *path, const char *v, nd_dtype *dt) {
   if (!v || *v != '\'') return nd__merr(ND_EFORMAT, "'%s': .npy header has no 'descr'", path);
+  if (v[1] == '\0') /* the header ends at the quote: no byte order, no code */
+    return nd__merr(ND_EFORMAT, "'%s': .npy header has a malformed 'descr'", path);
   char order = v[1];
   const char *code = v + 2;
   const char *end = strchr(code, '\'');

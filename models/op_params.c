@@ -27,10 +27,7 @@
 
 #include "models/ops_int.h"
 
-#define ND__LOGISTIC_DEFAULT_TOL 1e-10    /* nd_logistic_fit's tol 0 */
-#define ND__LOGISTIC_DEFAULT_MAX_ITER 100 /* nd_logistic_fit's max_iter 0 */
-#define ND__META_DEFAULT_C 1.0            /* sklearn LogisticRegression() */
-#define ND__MAX_PARAM_FIELDS 64           /* more than any op takes */
+#define ND__MAX_PARAM_FIELDS 64 /* more than any op takes */
 #define ND__PARAM_NAME_MAX 64
 
 static const char *const cv_kind_names[] = {"kfold", "stratified", "group"};
@@ -40,10 +37,6 @@ static const char *const model_names[] = {"ridge", "logistic"};
 static const char *const strategy_names[] = {"vote", "grid", "stack"};
 static const char *const task_names[] = {"regression", "classification"};
 #define ND__COUNT(a) (sizeof(a) / sizeof *(a))
-
-/* sklearn RidgeCV's default alphas: a stacking spec without a meta grid
- * gets them written into its params. */
-static const double ridgecv_default_alphas[] = {0.1, 1.0, 10.0};
 
 /* ============================================================ params: writing */
 
@@ -217,7 +210,7 @@ int nd_ensemble_params(const nd_ensemble_spec *spec, const nd_fit_spec *fit, boo
   if (spec->kind == ND_ENS_GRID) pw_str(&w, "metric", nd_metric_name(spec->metric));
   if (stack && !classify) {
     if (spec->meta_grid) pw_f64s(&w, "meta_alphas", spec->meta_grid, spec->nmeta);
-    else pw_f64s(&w, "meta_alphas", ridgecv_default_alphas, ND__COUNT(ridgecv_default_alphas));
+    else pw_f64s(&w, "meta_alphas", nd__ridgecv_default_alphas, ND__RIDGECV_DEFAULT_N);
   }
   if (stack && classify) {
     pw_f64(&w, "meta_C", spec->meta_grid ? spec->meta_grid[0] : ND__META_DEFAULT_C);

@@ -383,24 +383,6 @@ const nd_op nd_op_fit = {.name = "nd.fit",
 
 /* ============================================================ nd.ensemble */
 
-/* Mean over the inner folds of the metric's score on each fold (GRID's
- * selection score, reported in the output header). ybuf, pbuf: ntrain. */
-static double inner_score(nd_metric m, const double *oof, const double *ytrain,
-                          const int32_t *ifold, size_t ntrain, uint32_t ninner, double *ybuf,
-                          double *pbuf) {
-  double sum = 0;
-  for (uint32_t i = 0; i < ninner; i++) {
-    size_t c = 0;
-    for (size_t r = 0; r < ntrain; r++)
-      if (ifold[r] == (int32_t)i) {
-        ybuf[c] = ytrain[r];
-        pbuf[c++] = oof[r];
-      }
-    sum += nd_metric_score(m, ybuf, pbuf, c);
-  }
-  return sum / (double)ninner;
-}
-
 /* Working arrays of one ensemble node. */
 typedef struct ens_work {
   split_rows s;
@@ -515,18 +497,21 @@ static int ens_run(nd_op_ctx *ctx, const nd__ens_cfg *c, const double *y, size_t
     goto out;
   }
   if (c->spec.kind == ND_ENS_GRID) {
+    /* The header reports the score behind the choice: the same selection
+     * nd_ensemble_predict made, repeated for its score (cheap next to the
+     * fits: metrics over vectors already in memory). */
+    double score;
+    nd__merr_clear();
+    if ((rc = nd__grid_choice(c->spec.metric, nm, w.oofp, w.ytrain, w.ifold, ntrain, c->ninner,
+                              &chosen, &score))) {
+      nd_array_release(out);
+      rc = nd_op_fail(ctx, rc, "%s", mmsg(rc));
+      goto out;
+    }
     double *d = nd_array_data_mut(out);
     d[0] = (double)chosen;
     d[1] = (double)chosen;
-    double *scratch = nd_malloc(2 * ntrain * sizeof *scratch);
-    if (!scratch) {
-      nd_array_release(out);
-      rc = nd_op_fail(ctx, ND_ENOMEM, "out of memory scoring the chosen member");
-      goto out;
-    }
-    d[2] = inner_score(c->spec.metric, w.oofp[chosen], w.ytrain, w.ifold, ntrain, c->ninner,
-                       scratch, scratch + ntrain);
-    nd_free(scratch);
+    d[2] = score;
   }
   rc = nd_op_set_output(ctx, out);
 out:

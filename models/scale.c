@@ -131,6 +131,13 @@ static int nd__fit_standard(nd_matview X, const size_t *rows, size_t nrows,
   int rc = ND_OK;
   for (size_t j = 0; j < p && rc == ND_OK; j++) {
     double var = (scale[j] - corr[j] * corr[j] / n) / n;
+    /* Finite values whose squared deviations overflow: Inf would pass the
+     * constant test below and NaN would become the scale. */
+    if (!isfinite(var)) {
+      rc = nd__merr(ND_ERANGE,
+                    "feature column %zu overflows: its variance exceeds the double range", j);
+      break;
+    }
     /* sklearn's _is_constant_feature: var within the error bound of the
      * two-pass algorithm (Chan, Golub and LeVeque). */
     double mean_err = n * mean[j] * DBL_EPSILON;

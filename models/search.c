@@ -41,13 +41,6 @@ typedef struct search_ws {
   int32_t *fold;   /* inner fold of each training row */
 } search_ws;
 
-/* Re-record the current models message behind a prefix. */
-static int prefixed(int rc, const char *prefix) {
-  char msg[ND__ERRMSG_MAX];
-  snprintf(msg, sizeof msg, "%s", nd_models_errmsg());
-  return nd__merr(rc, "%s: %s", prefix, msg);
-}
-
 /* Byte layout: doubles first, then size_t and int64 (all 8-byte), then the
  * int32 folds. */
 static int ws_alloc(search_ws *ws, const nd_pipeline *pl, size_t p, size_t ntrain,
@@ -146,6 +139,8 @@ static int check_args(const nd_pipeline *pl, nd_matview X, const double *y,
   if (pl->ngrid > 1 && ntrain < pl->inner.k)
     return nd__merr(ND_EINVAL, "%s: %zu training rows are fewer than the %u inner folds", fn,
                     ntrain, (unsigned)pl->inner.k);
+  if (pl->ngrid > 1 && (unsigned)pl->scoring > ND_METRIC_BALANCED_ACC)
+    return nd__merr(ND_EINVAL, "%s: unknown scoring metric %d", fn, (int)pl->scoring);
   if (pl->ngrid > 1 && pl->inner.kind == ND_CV_GROUP && !groups)
     return nd__merr(ND_EINVAL, "%s: a GROUP inner split without groups", fn);
   int rc = check_rows(train, ntrain, X.rows, "train");
@@ -194,7 +189,7 @@ static int scale_sides(const nd_pipeline *pl, nd_matview X, search_ws *ws, size_
                        size_t nb, const char *where) {
   int rc = nd_scaler_fit(pl->scaling, X, ws->rows_a, na, pl->constant, ws->center, ws->scale,
                          NULL);
-  if (rc) return prefixed(rc, where);
+  if (rc) return nd__merr_prefix(rc, where);
   for (size_t j = 0; j < ws->p; j++) ws->scale[j] = 1.0 / ws->scale[j];
   const double *shift = ws->center;
   if (pl->model == ND_MODEL_RIDGE && pl->scaling != ND_SCALE_STANDARD) {
@@ -233,7 +228,7 @@ static int fold_predictions(const nd_pipeline *pl, search_ws *ws, size_t na, siz
     if (rc) {
       char where[48];
       snprintf(where, sizeof where, "inner fold %u", f);
-      return prefixed(rc, where);
+      return nd__merr_prefix(rc, where);
     }
     return 0;
   }
@@ -246,7 +241,7 @@ static int fold_predictions(const nd_pipeline *pl, search_ws *ws, size_t na, siz
     if (rc) {
       char where[48];
       snprintf(where, sizeof where, "inner fold %u, C = %g", f, pl->grid[c]);
-      return prefixed(rc, where);
+      return nd__merr_prefix(rc, where);
     }
     double *out = ws->pred + c * nb;
     if (pl->scoring == ND_METRIC_ROC_AUC) { /* sklearn ranks decision_function */
@@ -267,7 +262,7 @@ static int inner_search(const nd_pipeline *pl, nd_matview X, const int64_t *grou
   if (ws->gtr)
     for (size_t r = 0; r < ntrain; r++) ws->gtr[r] = groups[train[r]];
   int rc = nd_cv_assign(&pl->inner, ntrain, ws->ytr, ws->gtr, ws->fold);
-  if (rc) return prefixed(rc, "inner split");
+  if (rc) return nd__merr_prefix(rc, "inner split");
   for (unsigned f = 0; f < k; f++) {
     size_t na = 0, nb = 0;
     for (size_t r = 0; r < ntrain; r++) {
@@ -320,7 +315,7 @@ static int refit_predict(const nd_pipeline *pl, nd_matview X, const size_t *trai
   double b;
   if (pl->model == ND_MODEL_RIDGE) {
     rc = nd__ridge_fit_ws(ws->Za, ntrain, p, true, ws->ytr, v, ws->coef, &b, ws->work);
-    if (rc) return prefixed(rc, "refit");
+    if (rc) return nd__merr_prefix(rc, "refit");
     if (neval) {
       cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)neval, (int)p, 1.0, ws->Zb, (int)p,
                   ws->coef, 1, 0.0, pred, 1);
@@ -331,7 +326,7 @@ static int refit_predict(const nd_pipeline *pl, nd_matview X, const size_t *trai
   nd_matview A = {ws->Za, ntrain, p, p}, B = {ws->Zb, neval, p, p};
   rc = nd__logistic_fit_ws(A, ws->ytr, v, pl->tol, pl->max_iter, logistic_gram(A, ws),
                            ws->coef, &b, ws->work);
-  if (rc) return prefixed(rc, "refit");
+  if (rc) return nd__merr_prefix(rc, "refit");
   nd_logistic_proba(B, ws->coef, b, pred);
   return 0;
 }

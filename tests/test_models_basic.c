@@ -1,9 +1,9 @@
 /* The models layer's building blocks: metrics (hand-computed values, ties,
  * constant inputs, absent classes), the standard and robust scalers (hand
  * values, bit-exact agreement with scikit-learn, constant columns, NaN/Inf),
- * and fold assignment (sklearn-exact KFold and StratifiedKFold, seeded
- * shuffles, group folds), with every error path and injected allocation
- * failures. Expected sklearn values were produced once with Debian 12's
+ * fold assignment (sklearn-exact KFold and StratifiedKFold, seeded
+ * shuffles, group folds) and .npy files, with every error path and injected
+ * allocation failures. Expected sklearn values were produced once with Debian 12's
  * python3-sklearn 1.2.1 (numpy 1.24.2) and are pasted as literals; seeded
  * random tests print their seed (NIDAG_TEST_SEED overrides). */
 #include <math.h>
@@ -446,6 +446,18 @@ static void test_scale_nonfinite(void **state) {
                                  ND_CONSTANT_KEEP, c, s, NULL),
                    ND_ERANGE);
   assert_msg_has("column 0 overflows");
+  /* A finite sum but squared deviations that overflow: the variance is Inf
+   * (which the constant test would pass) or Inf - Inf = NaN (a NaN scale). */
+  const double wide[] = {1e200, -1e200}, skew[] = {1.7e308, -1.7e308, -1.7e308};
+  for (int policy = ND_CONSTANT_ERROR; policy <= ND_CONSTANT_KEEP; policy++) {
+    assert_int_equal(nd_scaler_fit(ND_SCALE_STANDARD, view(wide, 2, 1, 1), all, 2,
+                                   (nd_constant_policy)policy, c, s, NULL),
+                     ND_ERANGE);
+    assert_msg_has("column 0 overflows: its variance");
+    assert_int_equal(nd_scaler_fit(ND_SCALE_STANDARD, view(skew, 3, 1, 1), all, 3,
+                                   (nd_constant_policy)policy, c, s, NULL),
+                     ND_ERANGE);
+  }
 }
 
 static void test_scale_bad_args(void **state) {
@@ -687,6 +699,60 @@ static void test_cv_errors(void **state) {
   assert_int_equal(nd_cv_assign(&cv, 10, NULL, NULL, (int32_t[10]){0}), ND_EINVAL);
 }
 
+/* ------------------------------------------------------------------ .npy */
+
+/* A temporary file holding the given bytes; its path in path[]. */
+static void write_temp(char *path, size_t cap, const void *bytes, size_t len) {
+  snprintf(path, cap, "/tmp/nd_models_basic_XXXXXX");
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  FILE *f = fdopen(fd, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(bytes, 1, len, f), len);
+  assert_int_equal(fclose(f), 0);
+}
+
+/* Every dtype nd_npy_save writes comes back from nd_npy_load bit for bit. */
+static void test_npy_round_trip(void **state) {
+  (void)state;
+  const nd_dtype types[] = {ND_F64, ND_F32, ND_I64, ND_I32, ND_I16,
+                            ND_I8,  ND_U64, ND_U32, ND_U16, ND_U8};
+  const size_t shape[2] = {3, 5};
+  uint8_t bytes[3 * 5 * 8];
+  for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)(i * 37 + 11);
+  char path[64];
+  write_temp(path, sizeof path, "", 0);
+  for (size_t t = 0; t < NELEM(types); t++) {
+    nd_array *a, *b = NULL;
+    size_t nbytes = 3 * 5 * nd_dtype_size(types[t]);
+    assert_int_equal(nd_array_from(&a, types[t], 2, shape, bytes, nbytes), ND_OK);
+    assert_int_equal(nd_npy_save(path, a), ND_OK);
+    if (nd_npy_load(path, &b) != ND_OK) fail_msg("%s", nd_models_errmsg());
+    assert_true(nd_array_equal(a, b));
+    nd_array_release(a);
+    nd_array_release(b);
+  }
+  remove(path);
+}
+
+/* A header that ends right after the opening quote of 'descr' has no byte
+ * order and no type code: malformed, and nothing past the header is read. */
+static void test_npy_descr_at_end(void **state) {
+  (void)state;
+  static const char dict[] = "{'descr': '";
+  uint8_t file[10 + sizeof dict - 1] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
+                                         (uint8_t)(sizeof dict - 1), 0};
+  memcpy(file + 10, dict, sizeof dict - 1);
+  char path[64];
+  write_temp(path, sizeof path, file, sizeof file);
+  nd_array *a = (nd_array *)1;
+  assert_int_equal(nd_npy_load(path, &a), ND_EFORMAT);
+  assert_null(a);
+  assert_msg_has("malformed 'descr'");
+  assert_msg_has(path);
+  remove(path);
+}
+
 /* --------------------------------------------------- allocation failures */
 
 static long g_allocs_left; /* < 0: no limit */
@@ -794,6 +860,8 @@ int main(void) {
       cmocka_unit_test(test_cv_stratified_shuffled),
       cmocka_unit_test(test_cv_group),
       cmocka_unit_test(test_cv_errors),
+      cmocka_unit_test(test_npy_round_trip),
+      cmocka_unit_test(test_npy_descr_at_end),
       cmocka_unit_test(test_alloc_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

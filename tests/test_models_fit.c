@@ -26,31 +26,31 @@ static uint64_t g_seed;
 
 /* ------------------------------------------------------------- helpers */
 
-static double unif(uint64_t *s) { return (double)(splitmix64(s) >> 11) * 0x1.0p-53; }
-
-static double gauss(uint64_t *s) {
-  double u = unif(s), v = unif(s);
-  return sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
+/* The runtime's generator (Philox) for test data, its stream keyed by seed. */
+static nd_rng seeded(uint64_t seed) {
+  nd_rng r;
+  nd_rng_init(&r, (nd_hash128){.lo = seed, .hi = 0});
+  return r;
 }
 
 /* n x p matrix (leading dimension ld) of correlated Gaussian columns with
  * column means and scales that differ, so centring and scaling matter. */
-static double *rand_matrix(uint64_t *s, size_t n, size_t p, size_t ld) {
+static double *rand_matrix(nd_rng *s, size_t n, size_t p, size_t ld) {
   double *X = calloc(n * ld + 1, sizeof *X);
   assert_non_null(X);
   for (size_t i = 0; i < n; i++) {
-    double common = gauss(s);
+    double common = nd_rng_normal(s);
     for (size_t j = 0; j < p; j++)
-      X[i * ld + j] = (1.0 + (double)(j % 3)) * (gauss(s) + 0.5 * common) + (double)j - 2.0;
+      X[i * ld + j] = (1.0 + (double)(j % 3)) * (nd_rng_normal(s) + 0.5 * common) + (double)j - 2.0;
   }
   return X;
 }
 
-static double *rand_target(uint64_t *s, const double *X, size_t n, size_t p, size_t ld) {
+static double *rand_target(nd_rng *s, const double *X, size_t n, size_t p, size_t ld) {
   double *y = malloc(n * sizeof *y);
   assert_non_null(y);
   for (size_t i = 0; i < n; i++) {
-    double v = 3.0 + 0.5 * gauss(s);
+    double v = 3.0 + 0.5 * nd_rng_normal(s);
     for (size_t j = 0; j < p; j++) v += X[i * ld + j] * (j % 2 ? 0.3 : -0.2);
     y[i] = v;
   }
@@ -135,7 +135,7 @@ static const double path_alphas[] = {1e-3, 0.05, 1.0, 17.0, 300.0, 1e5};
 #define NPATH (sizeof path_alphas / sizeof *path_alphas)
 
 static void check_path(size_t n, size_t p, size_t m) {
-  uint64_t s = g_seed + n * 1000 + p;
+  nd_rng s = seeded(g_seed + n * 1000 + p);
   size_t ld = p + 3; /* a view into a wider matrix */
   double *X = rand_matrix(&s, n, p, ld), *T = rand_matrix(&s, m, p, p);
   double *y = rand_target(&s, X, n, p, ld);
@@ -205,7 +205,7 @@ static void test_ridge_by_hand(void **state) {
  * shifting a column of X leaves the coefficients and predictions alone. */
 static void test_ridge_intercept(void **state) {
   (void)state;
-  uint64_t s = g_seed ^ 0x51;
+  nd_rng s = seeded(g_seed ^ 0x51);
   const size_t n = 30, p = 4;
   double *X = rand_matrix(&s, n, p, p), *y = rand_target(&s, X, n, p, p);
   double c0[4], i0, c1[4], i1, c2[4], i2;
@@ -314,9 +314,9 @@ static void test_ridgecv_sklearn(void **state) {
 
 /* The GCV shortcut equals refitting without each row in turn. */
 static void check_ridgecv_loo(size_t n, size_t p) {
-  uint64_t s = g_seed + 77 * n + p;
+  nd_rng s = seeded(g_seed + 77 * n + p);
   double *X = rand_matrix(&s, n, p, p), *y = rand_target(&s, X, n, p, p);
-  for (size_t i = 0; i < n; i++) y[i] += 2.0 * gauss(&s); /* noisy: an interior optimum */
+  for (size_t i = 0; i < n; i++) y[i] += 2.0 * nd_rng_normal(&s); /* noisy: an interior optimum */
   const double alphas[] = {1e-3, 0.3, 3.0, 30.0, 300.0, 3000.0};
   const size_t na = sizeof alphas / sizeof *alphas;
   size_t *rows = malloc(n * sizeof *rows), ref_best = 0;
@@ -415,11 +415,12 @@ static void test_logistic_sklearn(void **state) {
 
 static void test_logistic_gradient_random(void **state) {
   (void)state;
-  uint64_t s = g_seed ^ 0x10917;
+  nd_rng s = seeded(g_seed ^ 0x10917);
   const size_t n = 80, p = 12;
   double *X = rand_matrix(&s, n, p, p), y[80], coef[12], b;
+  /* Labels from two columns (their means are -2 and 1) plus noise. */
   for (size_t i = 0; i < n; i++)
-    y[i] = X[i * p] - 0.5 * X[i * p + 3] + 2.5 + gauss(&s) > 0 ? 1.0 : 0.0; /* means -2, 1 */
+    y[i] = X[i * p] - 0.5 * X[i * p + 3] + 2.5 + nd_rng_normal(&s) > 0 ? 1.0 : 0.0;
   nd_matview Xv = {X, n, p, p};
   const double Cs[] = {1e-4, 0.1, 1.0, 100.0};
   for (size_t c = 0; c < 4; c++) {
@@ -439,11 +440,12 @@ static void test_logistic_gradient_random(void **state) {
  * are separable, so large C means large weights and many steps. */
 static void test_logistic_dual(void **state) {
   (void)state;
-  uint64_t s = g_seed ^ 0xd0a1;
+  nd_rng s = seeded(g_seed ^ 0xd0a1);
   const size_t n = 30, p = 50;
   double *X = rand_matrix(&s, n, p, p), y[30], coef[50], b;
+  /* Labels from two columns (their means are 2 and 7) plus noise. */
   for (size_t i = 0; i < n; i++)
-    y[i] = X[i * p + 4] + 0.7 * X[i * p + 9] - 2.0 + gauss(&s) > 0 ? 1.0 : 0.0; /* means 2, 7 */
+    y[i] = X[i * p + 4] + 0.7 * X[i * p + 9] - 2.0 + nd_rng_normal(&s) > 0 ? 1.0 : 0.0;
   y[0] = 1.0, y[1] = 0.0;
   nd_matview Xv = {X, n, p, p};
   const double Cs[] = {1e-4, 0.1, 1.0, 100.0, 1e4};
@@ -473,6 +475,12 @@ static void test_logistic_errors(void **state) {
   double Xn[3] = {1, NAN, 0};
   nd_matview Xv = {Xn, 1, 3, 3};
   assert_int_equal(nd_logistic_fit(Xv, lg_y, 1.0, 0, 0, coef, &b), ND_EINVAL);
+  /* BLAS takes the leading dimension as an int: a larger one is refused
+   * before any row past the first is touched. */
+  const double y01[2] = {0, 1};
+  nd_matview far = {lg_x, 2, 3, (size_t)INT32_MAX + 1};
+  assert_int_equal(nd_logistic_fit(far, y01, 1.0, 0, 0, coef, &b), ND_EOVERFLOW);
+  assert_non_null(strstr(nd_models_errmsg(), "leading dimension"));
 }
 
 static void test_logistic_proba(void **state) {
@@ -572,11 +580,11 @@ typedef struct problem {
 } problem;
 
 static problem make_problem(uint64_t seed, size_t n, size_t p, size_t ntrain, bool binary) {
-  uint64_t s = seed;
+  nd_rng s = seeded(seed);
   problem pb = {n, p, ntrain, n - ntrain, NULL, NULL, NULL, NULL};
   pb.X = rand_matrix(&s, n, p, p);
   pb.y = rand_target(&s, pb.X, n, p, p);
-  for (size_t i = 0; i < n; i++) pb.y[i] += 1.5 * gauss(&s);
+  for (size_t i = 0; i < n; i++) pb.y[i] += 1.5 * nd_rng_normal(&s);
   if (binary) {
     double m = 0;
     for (size_t i = 0; i < n; i++) m += pb.y[i] / (double)n;
@@ -586,7 +594,7 @@ static problem make_problem(uint64_t seed, size_t n, size_t p, size_t ntrain, bo
   pb.eval = malloc(n * sizeof *pb.eval);
   for (size_t i = 0; i < n; i++) pb.train[i] = i;
   for (size_t i = n; i-- > 1;) { /* Fisher-Yates */
-    size_t j = splitmix64(&s) % (i + 1), t = pb.train[i];
+    size_t j = (size_t)nd_rng_below(&s, i + 1), t = pb.train[i];
     pb.train[i] = pb.train[j], pb.train[j] = t;
   }
   memcpy(pb.eval, pb.train + ntrain, pb.neval * sizeof *pb.eval);
@@ -617,15 +625,23 @@ static void check_search(const nd_pipeline *pl, const problem *pb) {
 static const double grid_alphas[] = {1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5};
 #define NGA (sizeof grid_alphas / sizeof *grid_alphas)
 
-static nd_pipeline ridge_pipeline(void) {
+/* Standardised model over grid, searched on 3 unshuffled folds of the
+ * given kind (constant columns are errors). */
+static nd_pipeline search_pipeline(nd_model model, const double *grid, size_t ngrid,
+                                   nd_metric scoring, nd_cv_kind inner) {
   nd_pipeline pl = {0};
   pl.scaling = ND_SCALE_STANDARD;
+  pl.model = model;
+  pl.grid = grid;
+  pl.ngrid = ngrid;
+  pl.scoring = scoring;
+  pl.inner = (nd_cv){.kind = inner, .k = 3};
+  return pl;
+}
+
+static nd_pipeline ridge_pipeline(void) {
+  nd_pipeline pl = search_pipeline(ND_MODEL_RIDGE, grid_alphas, NGA, ND_METRIC_R2, ND_CV_KFOLD);
   pl.constant = ND_CONSTANT_KEEP;
-  pl.model = ND_MODEL_RIDGE;
-  pl.grid = grid_alphas;
-  pl.ngrid = NGA;
-  pl.scoring = ND_METRIC_R2;
-  pl.inner = (nd_cv){.kind = ND_CV_KFOLD, .k = 3};
   return pl;
 }
 
@@ -653,13 +669,8 @@ static void test_search_ridge_shapes(void **state) {
 static void test_search_logistic(void **state) {
   (void)state;
   const double Cs[] = {1e-3, 0.01, 0.1, 1.0, 10.0};
-  nd_pipeline pl = {0};
-  pl.scaling = ND_SCALE_STANDARD;
-  pl.model = ND_MODEL_LOGISTIC;
-  pl.grid = Cs;
-  pl.ngrid = 5;
-  pl.scoring = ND_METRIC_ROC_AUC;
-  pl.inner = (nd_cv){.kind = ND_CV_STRATIFIED, .k = 3};
+  nd_pipeline pl =
+      search_pipeline(ND_MODEL_LOGISTIC, Cs, 5, ND_METRIC_ROC_AUC, ND_CV_STRATIFIED);
   problem a = make_problem(g_seed + 4, 90, 6, 70, true);
   problem b = make_problem(g_seed + 5, 50, 40, 40, true);
   check_search(&pl, &a);
@@ -753,13 +764,7 @@ static void test_search_sklearn(void **state) {
 static void test_search_roc_auc_saturated(void **state) {
   (void)state;
   const double Cs[] = {1e4, 1e6};
-  nd_pipeline pl = {0};
-  pl.scaling = ND_SCALE_STANDARD;
-  pl.model = ND_MODEL_LOGISTIC;
-  pl.grid = Cs;
-  pl.ngrid = 2;
-  pl.scoring = ND_METRIC_ROC_AUC;
-  pl.inner = (nd_cv){.kind = ND_CV_KFOLD, .k = 3};
+  nd_pipeline pl = search_pipeline(ND_MODEL_LOGISTIC, Cs, 2, ND_METRIC_ROC_AUC, ND_CV_KFOLD);
   const double X[] = {-1.0, 1.0,    1.0,  1.0,    0.5,  -1.0,   -2.0, 1e-3,
                       2.0,  -1e-3,  -1.5, -2e-3,  1.5,  0.5e-3, -0.7, 1.5e-3,
                       0.8,  -1e-3,  0.0,  0.0,    0.0,  0.0,    0.0,  0.0};
@@ -968,6 +973,10 @@ static void test_search_errors(void **state) {
   pl.inner.kind = ND_CV_GROUP;
   assert_int_equal(FIT(24), ND_EINVAL);
   pl = ridge_pipeline();
+  pl.scoring = (nd_metric)42; /* not silently NaN scores for every candidate */
+  assert_int_equal(FIT(24), ND_EINVAL);
+  assert_non_null(strstr(nd_models_errmsg(), "unknown scoring metric 42"));
+  pl = ridge_pipeline();
   pl.constant = ND_CONSTANT_ERROR; /* a constant column fails in the scaler */
   for (size_t i = 0; i < a.n; i++) a.X[i * a.p + 2] = 1.0;
   assert_int_equal(FIT(24), ND_EINVAL);
@@ -983,13 +992,7 @@ static void test_search_errors(void **state) {
 static void test_search_logistic_classes(void **state) {
   (void)state;
   const double Cs[] = {0.1, 1.0};
-  nd_pipeline pl = {0};
-  pl.scaling = ND_SCALE_STANDARD;
-  pl.model = ND_MODEL_LOGISTIC;
-  pl.grid = Cs;
-  pl.ngrid = 2;
-  pl.scoring = ND_METRIC_ROC_AUC;
-  pl.inner = (nd_cv){.kind = ND_CV_KFOLD, .k = 3};
+  nd_pipeline pl = search_pipeline(ND_MODEL_LOGISTIC, Cs, 2, ND_METRIC_ROC_AUC, ND_CV_KFOLD);
   double X[12] = {0.1, 0.4, -0.3, 0.8, 1.2, -1.1, 0.5, 0.2, -0.7, 0.9, 0.05, 0.3};
   double y[12] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   const size_t train[6] = {0, 1, 2, 3, 4, 5}, eval[1] = {6};

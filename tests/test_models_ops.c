@@ -47,16 +47,6 @@ typedef struct fixture {
 
 /* ------------------------------------------------------------ data */
 
-/* Uniform in (0, 1): 53 random bits, centred in their cell. */
-static double uniform(uint64_t *s) {
-  return ((double)(splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double gauss(uint64_t *s) {
-  double u = uniform(s), v = uniform(s);
-  return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
-}
-
 static nd_array *f64_array(int ndim, const size_t *shape, const double *data) {
   nd_array *a;
   size_t n = 1;
@@ -69,19 +59,20 @@ static nd_array *f64_array(int ndim, const size_t *shape, const double *data) {
  * z plus noise; yc thresholds another noisy copy of z at 0; group g of row i
  * is (7 i) mod 30, so each of the 30 groups has 4 scattered rows. */
 static void make_data(fixture *f, uint64_t seed) {
-  uint64_t s = seed;
+  nd_rng s;
+  nd_rng_init(&s, (nd_hash128){.lo = seed, .hi = 0});
   double z[N], y[N], yc[N];
-  for (size_t i = 0; i < N; i++) z[i] = gauss(&s);
+  for (size_t i = 0; i < N; i++) z[i] = nd_rng_normal(&s);
   for (size_t i = 0; i < N; i++) {
-    y[i] = z[i] + 0.5 * gauss(&s);
-    yc[i] = z[i] + 0.7 * gauss(&s) > 0 ? 1 : 0;
+    y[i] = z[i] + 0.5 * nd_rng_normal(&s);
+    yc[i] = z[i] + 0.7 * nd_rng_normal(&s) > 0 ? 1 : 0;
   }
   for (int k = 0; k < NSETS; k++) {
     size_t p = set_widths[k], shape[2] = {N, p};
     double *x = malloc(N * p * sizeof *x);
     for (size_t i = 0; i < N; i++)
       for (size_t j = 0; j < p; j++)
-        x[i * p + j] = (j % 3 == 0 ? strength[k] * z[i] : 0) + gauss(&s);
+        x[i * p + j] = (j % 3 == 0 ? strength[k] * z[i] : 0) + nd_rng_normal(&s);
     f->X[k] = f64_array(2, shape, x);
     free(x);
   }
@@ -541,6 +532,16 @@ static void test_params_errors(void **state) {
   assert_non_null(strstr(nd_models_errmsg(), "grouped"));
   assert_null(n.fit_full);
   assert_int_equal(nd_experiment_add(g, &x, y, -1, &set, NULL, 0, &n), ND_EINVAL);
+  /* Node-array sizes that overflow are refused before any set is read. */
+  x = reg_spec();
+  x.ensembles = false;
+  assert_int_equal(nd_experiment_add(g, &x, y, -1, &set, NULL, (size_t)1 << 62, &n),
+                   ND_EOVERFLOW);
+  assert_non_null(strstr(nd_models_errmsg(), "too many feature sets"));
+  assert_null(n.fit_full);
+  x.ensembles = true;
+  assert_int_equal(nd_experiment_add(g, &x, y, -1, &set, NULL, (size_t)1 << 61, &n),
+                   ND_EOVERFLOW);
   nd_experiment_nodes_free(&n);
   nd_experiment_nodes_free(NULL);
   nd_graph_free(g);
@@ -552,12 +553,13 @@ static void test_ensemble_predict(void **state) {
   enum { NT = 12, M = 3 };
   double ytr[NT], oof[3][NT], test[3][M];
   int32_t fold[NT];
-  uint64_t s = 5;
+  nd_rng s;
+  nd_rng_init(&s, (nd_hash128){.lo = 5, .hi = 0});
   for (size_t r = 0; r < NT; r++) {
-    ytr[r] = (double)r + gauss(&s) * 0.1;
+    ytr[r] = (double)r + nd_rng_normal(&s) * 0.1;
     fold[r] = (int32_t)(r % 3);
     oof[0][r] = 4.0;                        /* constant: Pearson NaN */
-    oof[1][r] = ytr[r] + 0.3 * gauss(&s);   /* good */
+    oof[1][r] = ytr[r] + 0.3 * nd_rng_normal(&s);   /* good */
     oof[2][r] = oof[1][r];                  /* tie with member 1 */
   }
   for (size_t j = 0; j < M; j++) {
@@ -594,7 +596,7 @@ static void test_ensemble_predict(void **state) {
   double meta[NT * 2];
   for (size_t r = 0; r < NT; r++) {
     meta[r * 2] = oof[1][r];
-    meta[r * 2 + 1] = oof[0][r] + gauss(&s);
+    meta[r * 2 + 1] = oof[0][r] + nd_rng_normal(&s);
   }
   double noisy[NT];
   for (size_t r = 0; r < NT; r++) noisy[r] = meta[r * 2 + 1];
@@ -617,7 +619,7 @@ static void test_ensemble_predict(void **state) {
   for (size_t r = 0; r < NT; r++) {
     yc[r] = r % 2 ? 1 : 0;
     p1[r] = yc[r] ? 0.7 + 0.02 * (double)r : 0.4 - 0.02 * (double)r;
-    p2[r] = uniform(&s);
+    p2[r] = nd_rng_uniform(&s);
   }
   const double *cop[2] = {p1, p2}, *ctp[2] = {t1, t2};
   nd_ensemble_spec cstack = {.kind = ND_ENS_STACK, .task = ND_MODEL_LOGISTIC};
@@ -745,8 +747,9 @@ static void test_cold_then_cached(void **state) {
     score[k] = d[0];
     nd_array_release(sa);
   }
-  /* The planted signal: the strong set beats the noise. */
-  assert_true(score[0] > 0.4);
+  /* The planted signal: the strong set beats the noise. (Over 200 seeds
+   * its R2 ranged down to 0.24 and the noise's up to 0.04.) */
+  assert_true(score[0] > 0.15);
   assert_true(score[0] > score[3]);
   assert_true(score[3] < 0.2);
 
@@ -940,12 +943,14 @@ static void test_classification(void **state) {
   }
   nd_array *sa = value(e.g, e.n.set_score[0]), *na = value(e.g, e.n.set_score[3]);
   const double *sd = nd_array_data(sa), *noise = nd_array_data(na);
-  assert_true(sd[0] > 0.75); /* AUC of the strong set */
+  /* AUC of the strong set: at least 0.70 over 200 seeds, the ensembles'
+   * at least 0.65. */
+  assert_true(sd[0] > 0.65);
   assert_true(sd[0] > noise[0]);
   for (int k = 0; k < 3; k++) {
     nd_array *ea = value(e.g, e.n.ens_score[k]);
     const double *ed = nd_array_data(ea);
-    assert_true(ed[0] > 0.6 && ed[0] <= 1);
+    assert_true(ed[0] > 0.55 && ed[0] <= 1);
     nd_array_release(ea);
   }
   nd_array_release(sa);

@@ -29,7 +29,6 @@
  * Agreement: values within REL_TOL relative (|a - b| <= REL_TOL * max(1, |b|)),
  * chosen indices and folds exactly. Each comparison prints its largest
  * relative error, and the first few mismatches with their position. */
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <setjmp.h>
@@ -69,116 +68,48 @@
     }                                                                           \
   } while (0)
 
-/* ------------------------------------------------------------ .npy reader */
+/* ------------------------------------------------------------ .npy files */
 
-/* A loaded array: float64 ('<f8') in f or int64 ('<i8') in i, C order. */
+/* A loaded array (nd_npy_load): float64 in f or int64 in i, C order. */
 typedef struct npy {
   char kind; /* 'f' or 'i' */
   int ndim;
-  size_t shape[4];
+  size_t shape[ND_MAX_DIMS];
   size_t n; /* number of elements */
-  double *f;
-  int64_t *i;
+  const double *f;
+  const int64_t *i;
+  nd_array *arr; /* owns the data */
 } npy;
 
-#define NPY_MAGIC "\x93NUMPY"
-#define NPY_MAGIC_LEN 6
-#define NPY_MAX_HEADER 4096
-
-/* The value text after 'key': in the header dict, or NULL. */
-static const char *npy_field(const char *hdr, const char *key) {
-  char pat[64];
-  snprintf(pat, sizeof pat, "'%s':", key);
-  const char *p = strstr(hdr, pat);
-  if (!p) return NULL;
-  p += strlen(pat);
-  while (*p == ' ') p++;
-  return p;
-}
-
-/* Parse the header dict; false (with a message) when it is not one we read. */
-static bool npy_parse_header(const char *hdr, const char *path, npy *a) {
-  const char *d = npy_field(hdr, "descr");
-  if (!d || (strncmp(d, "'<f8'", 5) != 0 && strncmp(d, "'<i8'", 5) != 0)) {
-    print_error("%s: descr is not '<f8' or '<i8': %s\n", path, hdr);
-    return false;
-  }
-  a->kind = d[2];
-  const char *fo = npy_field(hdr, "fortran_order");
-  if (!fo || strncmp(fo, "False", 5) != 0) {
-    print_error("%s: not C order: %s\n", path, hdr);
-    return false;
-  }
-  const char *s = npy_field(hdr, "shape");
-  if (!s || *s != '(') {
-    print_error("%s: no shape: %s\n", path, hdr);
-    return false;
-  }
-  s++;
-  a->ndim = 0;
-  a->n = 1;
-  for (;;) {
-    while (*s == ' ' || *s == ',') s++;
-    if (*s == ')') break;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || errno != 0 || a->ndim == 4) {
-      print_error("%s: bad shape: %s\n", path, hdr);
-      return false;
-    }
-    a->shape[a->ndim++] = (size_t)v;
-    a->n *= (size_t)v;
-    s = end;
-  }
-  return true;
-}
-
 /* Load tests/data/models/<name>.npy; fails the test when it is missing or
- * not a format this reader takes. */
+ * neither float64 nor int64. */
 static void npy_load(const char *name, npy *a) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s.npy", REF_DIR, name);
   memset(a, 0, sizeof *a);
-  FILE *fp = fopen(path, "rb");
-  if (!fp) {
-    print_error("cannot open %s (regenerate with OPENBLAS_NUM_THREADS=1 "
-                "/usr/bin/python3 scripts/models_reference.py)\n", path);
+  if (nd_npy_load(path, &a->arr) != 0) {
+    print_error("%s (regenerate with OPENBLAS_NUM_THREADS=1 "
+                "/usr/bin/python3 scripts/models_reference.py)\n", nd_models_errmsg());
     fail();
   }
-  unsigned char pre[12];
-  assert_int_equal(fread(pre, 1, 10, fp), 10);
-  assert_memory_equal(pre, NPY_MAGIC, NPY_MAGIC_LEN);
-  size_t hlen;
-  if (pre[6] == 1) {
-    hlen = (size_t)pre[8] | (size_t)pre[9] << 8;
-  } else {
-    assert_true(pre[6] == 2 || pre[6] == 3);
-    assert_int_equal(fread(pre + 10, 1, 2, fp), 2);
-    hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 |
-           (size_t)pre[11] << 24;
-  }
-  assert_true(hlen > 0 && hlen < NPY_MAX_HEADER);
-  char hdr[NPY_MAX_HEADER];
-  assert_int_equal(fread(hdr, 1, hlen, fp), hlen);
-  hdr[hlen] = '\0';
-  if (!npy_parse_header(hdr, path, a)) {
-    fclose(fp);
+  nd_dtype dt = nd_array_dtype(a->arr);
+  if (dt != ND_F64 && dt != ND_I64) {
+    print_error("%s: dtype %s, not f64 or i64\n", path, nd_dtype_name(dt));
+    nd_array_release(a->arr);
     fail();
   }
-  void *buf = malloc(a->n ? a->n * 8 : 8);
-  assert_non_null(buf);
-  assert_int_equal(fread(buf, 8, a->n, fp), a->n);
-  fclose(fp);
-  if (a->kind == 'f')
-    a->f = buf;
+  a->kind = dt == ND_F64 ? 'f' : 'i';
+  a->ndim = nd_array_ndim(a->arr);
+  for (int d = 0; d < a->ndim; d++) a->shape[d] = nd_array_dim(a->arr, d);
+  a->n = nd_array_count(a->arr);
+  if (dt == ND_F64)
+    a->f = nd_array_data(a->arr);
   else
-    a->i = buf;
+    a->i = nd_array_data(a->arr);
 }
 
 static void npy_free(npy *a) {
-  free(a->f);
-  free(a->i);
+  nd_array_release(a->arr);
   memset(a, 0, sizeof *a);
 }
 

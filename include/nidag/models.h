@@ -273,8 +273,9 @@ typedef struct nd_fit_spec {
  * Every op's params carry "groups" (0/1): whether a groups input follows y.
  *
  * nd_op_ensemble: inputs y, [groups], then for each member the full fit
- * node and its ninner inner-fold nodes, all of the same outer fold. Params
- * from nd_ensemble_params. Output: a prediction value over the outer test rows.
+ * node and its ninner inner-fold nodes (none for VOTE), all of the same outer
+ * fold. Params from nd_ensemble_params. Output: a prediction value over the
+ * outer test rows.
  *
  * nd_op_cv_score: inputs y, [groups], then the k outer folds' prediction
  * values (fit or ensemble). Params "metric", the outer cv. Output: 1-D f64 of
