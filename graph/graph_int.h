@@ -1,8 +1,9 @@
 /* Private structures of the lazy graph, shared by the files of graph/:
  * graph.c (building, structural dedup, accessors), keys.c (content keys and
  * merging equal keys), plan.c (top-down planning against the cache), run.c
- * (rounds on the executor, publishing, freeing, the report) and opctx.c (what
- * an op function sees). */
+ * (rounds on the executor, publishing, freeing, cancellation), results.c
+ * (states, values and the report after a run), observe.c (progress calls
+ * and Chrome traces) and opctx.c (what an op function sees). */
 #ifndef NIDAG_GRAPH_INT_H
 #define NIDAG_GRAPH_INT_H
 
@@ -45,6 +46,7 @@ typedef enum nd__outcome {
   ND__OUT_DEFERRED,  /* busy claim, or the entry vanished: next round */
   ND__OUT_CORRUPT,   /* the entry failed verification (deleted): next round */
   ND__OUT_SKIPPED,   /* an input has no value (failed, skipped or deferred) */
+  ND__OUT_CANCELED,  /* did not start: the run was canceled */
 } nd__outcome;
 
 /* Per-round flags. */
@@ -205,6 +207,7 @@ typedef struct nd__plan {
   uint32_t *stack;    /* scratch (g->n entries) */
   size_t visited;     /* nodes first visited in this run by this round */
   size_t ntasks;      /* compute + fetch tasks of this round */
+  size_t ncompute;    /* of which compute */
 } nd__plan;
 
 /* Plan one round: mark roles and flags top-down from the targets (keys must
@@ -213,8 +216,67 @@ int nd__plan_round(nd_graph *g, nd_cache *cache, nd__plan *p);
 /* Whether a blocked node failed itself (rather than being skipped). */
 bool nd__plan_failed(const nd__gnode *n);
 
-/* -------------------------------------------------------------- run.c */
-/* (nd_graph_run and the report; no cross-file symbols.) */
+/* ------------------------------------------------------ run.c, results.c */
+/* (nd_graph_run, and what it leaves; no cross-file symbols.) */
+
+/* ----------------------------------------------------------- observe.c */
+/* Progress of one run (nd_graph_run_opts.progress). The calling thread sets
+ * the base counts between rounds, while no task runs; tasks add to the
+ * atomic counts. busy serialises the calls. */
+typedef struct nd__progress {
+  nd_graph_progress_fn fn;
+  void *ud;
+  uint64_t interval_ns, t0_ns;
+  uint64_t exec_ns;  /* when the first executor round started (0: not yet) */
+  size_t exec_done;  /* done at that moment (the ETA's origin) */
+  int round;
+  /* Settled before this round's tasks, and this round's compute tasks. */
+  size_t base_hits, base_computed, base_waited, base_failed, base_skipped;
+  size_t base_canceled, round_tasks;
+  _Atomic size_t computed, waited, failed, skipped, canceled; /* this round */
+  _Atomic uint64_t next_ns; /* no live call before this time */
+  atomic_flag busy;
+  size_t last_done, last_total; /* what the last call said (under busy) */
+} nd__progress;
+
+void nd__prog_init(nd__progress *p, const nd_graph_run_opts *o, uint64_t t0_ns);
+/* Calling thread, after planning a round (tasks = its compute tasks): take
+ * the settled counts from the node states and report (throttled). */
+void nd__prog_round(nd__progress *p, const nd_graph *g, int round, size_t tasks);
+/* Calling thread, just before the executor starts. */
+void nd__prog_exec(nd__progress *p);
+/* A task finished with outcome o (ND__OUT_NONE: counts nothing, e.g. a
+ * fetch); reports when progress_ms has passed and no call is running. */
+void nd__prog_task(nd__progress *p, nd__outcome o);
+/* Calling thread, at the end of the run: the final call. */
+void nd__prog_final(nd__progress *p, const nd_graph_stats *st);
+
+/* A Chrome trace of one run (nd_graph_run_opts.trace_path). */
+typedef struct nd__trace nd__trace;
+
+/* Spans of the calling thread's own track. */
+typedef enum nd__tspan {
+  ND__TS_KEYS = 0, /* key derivation (digesting source files) */
+  ND__TS_PLAN,     /* planning one round against the cache */
+  ND__TS_POLL,     /* sleeping before replanning (another process's node) */
+  ND__TS_FLUSH,    /* the final cache flush */
+  ND__TS_COUNT,
+} nd__tspan;
+
+/* The path is copied. NULL (out of memory, warned about on stderr) means
+ * no trace; the run goes on. max_events bounds the recording. */
+nd__trace *nd__trace_open(const char *path, uint64_t t0_ns, size_t max_events);
+/* A task's span on its worker's track (pool: the task's pool, which sizes
+ * the tracks). Lock-free: each worker appends to its own buffer. */
+void nd__trace_node(nd__trace *t, nd_pool *pool, uint32_t node, uint8_t role, uint8_t outcome,
+                    uint64_t start_ns, uint64_t end_ns);
+/* A span of the calling thread (round: its round, 0 if none). */
+void nd__trace_span(nd__trace *t, nd__tspan what, int round, uint64_t start_ns,
+                    uint64_t end_ns);
+/* Write the file (one warning on stderr if that fails) and free t. The
+ * graph gives labels, op names and keys; threads names the worker tracks
+ * when no task ran. NULL is a no-op. */
+void nd__trace_close(nd__trace *t, const nd_graph *g, unsigned threads);
 
 /* ------------------------------------------------------------ opctx.c */
 struct nd_op_ctx {

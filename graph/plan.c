@@ -103,7 +103,7 @@ static void assign(nd_graph *g, nd__plan *p) {
                             memory_order_relaxed);
     }
   }
-  p->ntasks = 0;
+  p->ntasks = p->ncompute = 0;
   for (size_t id = 0; id < g->n; id++) {
     nd__gnode *n = &g->nodes[id];
     if (!(n->flags & ND__F_VISITED)) continue;
@@ -113,6 +113,7 @@ static void assign(nd_graph *g, nd__plan *p) {
     } else if ((n->flags & (ND__F_MISS | ND__F_BLOCKED)) == ND__F_MISS) {
       n->role = ND__ROLE_COMPUTE;
       p->ntasks++;
+      p->ncompute++;
     }
   }
 }

@@ -1,6 +1,6 @@
 /* Running a graph: rounds of plan + execute, publishing each result as it
  * finishes, freeing values once their consumers are done, claims between
- * processes, recovery from corrupt entries, and the report.
+ * processes, recovery from corrupt entries and cancellation.
  *
  * A run is a loop of rounds. Each round plans top-down against the cache
  * (plan.c), turns the compute and fetch roles into an executor graph (one
@@ -40,6 +40,14 @@
  * on (reachable from no target through skipped nodes), and the stats are
  * counted once per node from the final states.
  *
+ * Cancellation (o->cancel) is checked between targets while deriving keys,
+ * before each round's executor starts and by every task before it does
+ * anything: a task that sees the flag records ND__OUT_CANCELED, releases its
+ * inputs and returns, so running ops finish (and are published) while no
+ * new one starts. The loop then stops: no further round, the cache is
+ * flushed as always, and the run returns ND_ECANCELED. Progress calls and
+ * the trace are in observe.c; the tasks only test a pointer for each.
+ *
  * seconds_saved reads each final hit's recipe (nd_cache_recipe_get). Only
  * visited hits are looked up -- the frontier of the cached part, not the
  * nodes below it -- so it costs one more lookup per hit and nothing per
@@ -47,6 +55,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -64,7 +73,14 @@ typedef struct nd__run {
   uint32_t *tasks;          /* executor node id -> graph node id */
   _Atomic int cache_err;    /* first failed put */
   _Atomic uint32_t cache_err_node;
+  const atomic_int *cancel; /* o->cancel (NULL: never) */
+  nd__progress *prog;       /* NULL: no progress calls */
+  nd__trace *trace;         /* NULL: no trace */
 } nd__run;
+
+static bool canceled(const nd__run *r) {
+  return r->cancel && atomic_load_explicit(r->cancel, memory_order_acquire) != 0;
+}
 
 static double now_s(void) { return (double)nd__now_ns() / ND__NS_PER_S; }
 
@@ -257,7 +273,11 @@ static int task_fn(nd_task_ctx *tc, void *arg) {
   uint32_t id = r->tasks[nd_task_node(tc)];
   nd_graph *g = r->g;
   nd__gnode *n = &g->nodes[id];
-  if (n->role == ND__ROLE_FETCH) {
+  uint64_t start = r->trace ? nd__now_ns() : 0;
+  if (canceled(r)) { /* no further node starts; collect() marks it */
+    n->outcome = ND__OUT_CANCELED;
+    if (n->role == ND__ROLE_COMPUTE) release_inputs(g, n);
+  } else if (n->role == ND__ROLE_FETCH) {
     n->outcome = fetch_value(r, n);
   } else if (!inputs_ready(g, n)) {
     n->outcome = ND__OUT_SKIPPED; /* collect() says why */
@@ -271,6 +291,11 @@ static int task_fn(nd_task_ctx *tc, void *arg) {
   if (n->value && atomic_load_explicit(&n->uses, memory_order_acquire) == 0 &&
       !(n->flags & ND__F_TARGET))
     drop_value(n);
+  if (r->trace && n->outcome != ND__OUT_SKIPPED && n->outcome != ND__OUT_CANCELED)
+    nd__trace_node(r->trace, nd_task_pool(tc), id, n->role, n->outcome, start, nd__now_ns());
+  if (r->prog) /* a fetch settles nothing: its node counted as a hit at planning */
+    nd__prog_task(r->prog,
+                  n->role == ND__ROLE_COMPUTE ? (nd__outcome)n->outcome : ND__OUT_NONE);
   return 0; /* outcomes, not the executor, decide what the dependents do */
 }
 
@@ -280,6 +305,8 @@ typedef struct run_acc {
   nd_graph_stats st;
   bool more;     /* something was deferred: another round */
   bool progress; /* something was computed or became available */
+  bool canceled; /* some task did not start: the run was canceled */
+  size_t reads_canceled; /* fetches that did not start (their nodes stay HIT) */
 } run_acc;
 
 static void reset_run(nd_graph *g) {
@@ -314,6 +341,13 @@ static void set_skipped(nd_graph *g, nd__gnode *n, uint32_t cause) {
   n->err = ND_ECANCELED;
   n->cause = cause;
   nd__gset_msg(n, "upstream node '%s' failed", g->nodes[cause].label);
+}
+
+/* A node that did not start because the run was canceled. */
+static void set_canceled(nd__gnode *n) {
+  n->state = ND_GNODE_CANCELED;
+  n->err = ND_ECANCELED;
+  nd__gset_msg(n, "not started, the run was canceled");
 }
 
 /* A skip decided in an earlier round no longer holds (the node is planned
@@ -449,6 +483,7 @@ static bool still_wanted(const nd__gnode *n) {
  * was skipped for a real failure), else an internal one behind a deferral. */
 static void classify_skip(nd_graph *g, nd__gnode *n, run_acc *a) {
   const uint32_t *in = nd__ginputs(g, n);
+  bool behind_cancel = false;
   for (uint32_t i = 0; i < n->nin; i++) {
     uint32_t rid = g->nodes[in[i]].rep;
     const nd__gnode *x = &g->nodes[rid];
@@ -461,6 +496,12 @@ static void classify_skip(nd_graph *g, nd__gnode *n, run_acc *a) {
       set_skipped(g, n, x->cause);
       return;
     }
+    behind_cancel |= x->state == ND_GNODE_CANCELED;
+  }
+  if (behind_cancel) { /* cannot happen (tasks check the flag first); be safe */
+    set_canceled(n);
+    a->canceled = true;
+    return;
   }
   n->rflags |= ND__R_DEFERRED; /* behind a deferral: planned again */
   if (still_wanted(n)) a->more = true;
@@ -502,6 +543,13 @@ static void collect(nd_graph *g, nd_taskgraph *tg, run_acc *a) {
       break;
     case ND__OUT_SKIPPED:
       classify_skip(g, n, a);
+      break;
+    case ND__OUT_CANCELED: /* a fetch keeps its HIT: the value is in the cache */
+      if (n->role == ND__ROLE_COMPUTE)
+        set_canceled(n);
+      else
+        a->reads_canceled++;
+      a->canceled = true;
       break;
     default: /* the executor did not call the task */
       if (nd_taskgraph_state(tg, n->task) == ND_NODE_SKIPPED) {
@@ -556,6 +604,16 @@ static void summarise(nd_graph *g, const nd_graph_stats *st) {
   nd__seterr(&g->err, ND_ETASK, "%s", text);
 }
 
+/* Canceled before the round's executor started: every node it would have
+ * computed is CANCELED (its planned fetches keep their HIT). */
+static int cancel_round(nd_graph *g, run_acc *a) {
+  for (size_t id = 0; id < g->n; id++) {
+    if (g->nodes[id].role == ND__ROLE_COMPUTE) set_canceled(&g->nodes[id]);
+    a->reads_canceled += g->nodes[id].role == ND__ROLE_FETCH;
+  }
+  return ND_ECANCELED;
+}
+
 static int run_rounds(nd_graph *g, const nd_graph_run_opts *o, nd__run *r, nd__plan *p,
                       run_acc *a, double t_plan) {
   unsigned poll = o->poll_ms ? o->poll_ms : ND__DEFAULT_POLL_MS;
@@ -563,15 +621,20 @@ static int run_rounds(nd_graph *g, const nd_graph_run_opts *o, nd__run *r, nd__p
     a->st.rounds++;
     a->more = a->progress = false;
     reset_round(g);
+    uint64_t t_round = r->trace ? nd__now_ns() : 0;
     int rc = nd__plan_round(g, r->cache, p);
     if (rc) return rc;
     a->st.visited += p->visited;
     apply_plan(g, a);
+    if (r->trace) nd__trace_span(r->trace, ND__TS_PLAN, (int)a->st.rounds, t_round, nd__now_ns());
     if (a->st.rounds == 1) a->st.plan_seconds = now_s() - t_plan;
+    if (r->prog) nd__prog_round(r->prog, g, (int)a->st.rounds, p->ncompute);
     if (p->ntasks == 0) return 0;
+    if (canceled(r)) return cancel_round(g, a);
     nd_taskgraph *tg = NULL;
     rc = build_tasks(g, r, p->ntasks, &tg);
     if (rc) return nd__seterr(&g->err, rc, "cannot build the executor graph: %s", nd_strerror(rc));
+    if (r->prog) nd__prog_exec(r->prog);
     rc = nd_taskgraph_run(o->pool, tg, NULL);
     if (rc && rc != ND_ETASK) {
       nd__seterr(&g->err, rc, "executor: %s", nd_errmsg(tg));
@@ -580,8 +643,13 @@ static int run_rounds(nd_graph *g, const nd_graph_run_opts *o, nd__run *r, nd__p
     }
     collect(g, tg, a);
     nd_taskgraph_free(tg);
+    if (a->canceled) return ND_ECANCELED;
     if (!a->more) return 0;
-    if (!a->progress) sleep_ms(poll);
+    if (!a->progress) {
+      uint64_t t_poll = r->trace ? nd__now_ns() : 0;
+      sleep_ms(poll);
+      if (r->trace) nd__trace_span(r->trace, ND__TS_POLL, (int)a->st.rounds, t_poll, nd__now_ns());
+    }
   }
 }
 
@@ -619,6 +687,7 @@ static void final_counts(const nd_graph *g, nd_cache *cache, nd_graph_stats *st)
     st->failed += n->state == ND_GNODE_FAILED;
     st->skipped += n->state == ND_GNODE_SKIPPED;
     st->computed += n->state == ND_GNODE_COMPUTED;
+    st->canceled += n->state == ND_GNODE_CANCELED;
     st->waited += n->state == ND_GNODE_WAITED;
     st->fetched += (n->rflags & ND__R_FETCHED) != 0;
     st->corrupt += (n->rflags & ND__R_CORRUPT) != 0;
@@ -640,6 +709,29 @@ static bool target_blocked(const nd_graph *g, const nd__plan *p) {
   return false;
 }
 
+/* Canceled while deriving keys, before any planning: the op targets (as
+ * resolved so far) are CANCELED, nothing else has a state. */
+static void cancel_targets(nd_graph *g, const nd__plan *p) {
+  for (size_t i = 0; i < p->ntargets; i++) {
+    nd__gnode *n = &g->nodes[p->targets[i]];
+    if (n->keyst == ND__KEY_OK) n = &g->nodes[n->rep];
+    if (n->kind == ND__GK_OP) set_canceled(n);
+  }
+}
+
+/* The observers a run asked for (progress into *prog). A trace path that is
+ * empty means no trace, even with $NIDAG_TRACE set. */
+static void observe_start(nd__run *r, const nd_graph_run_opts *o, nd__progress *prog,
+                          uint64_t t0_ns) {
+  r->cancel = o->cancel;
+  if (o->progress) {
+    nd__prog_init(prog, o, t0_ns);
+    r->prog = prog;
+  }
+  const char *path = o->trace_path ? o->trace_path : getenv("NIDAG_TRACE");
+  if (path && *path) r->trace = nd__trace_open(path, t0_ns, ND_GRAPH_TRACE_MAX_EVENTS);
+}
+
 int nd_graph_run(nd_graph *g, const nd_graph_run_opts *o, nd_graph_stats *stats) {
   nd_graph_run_opts defaults = {0};
   if (stats) memset(stats, 0, sizeof *stats);
@@ -651,8 +743,11 @@ int nd_graph_run(nd_graph *g, const nd_graph_run_opts *o, nd_graph_stats *stats)
       return nd__seterr(&g->err, ND_EINVAL, "target %zu has a bad node id %lld", i,
                         (long long)o->targets[i]);
   nd__clearerr(&g->err);
-  double t0 = now_s();
+  uint64_t t0_ns = nd__now_ns();
+  double t0 = (double)t0_ns / ND__NS_PER_S;
   nd__run r = {.g = g, .cache = o->cache, .claims = o->cache && !o->no_claims};
+  nd__progress prog;
+  observe_start(&r, o, &prog, t0_ns);
   atomic_init(&r.cache_err, 0);
   atomic_init(&r.cache_err_node, ND__GNONE);
   run_acc a;
@@ -668,16 +763,23 @@ int nd_graph_run(nd_graph *g, const nd_graph_run_opts *o, nd_graph_stats *stats)
     p.stack = nd_malloc((g->ninputs + p.ntargets + 1) * sizeof *p.stack);
     if (!kc.stack || !p.stack) rc = ND_ENOMEM;
   }
-  for (size_t i = 0; rc == 0 && i < p.ntargets; i++) rc = nd__keys_ensure(&kc, p.targets[i]);
+  uint64_t t_keys = r.trace ? nd__now_ns() : 0;
+  for (size_t i = 0; rc == 0 && i < p.ntargets; i++)
+    rc = canceled(&r) ? ND_ECANCELED : nd__keys_ensure(&kc, p.targets[i]);
   if (rc == 0) rc = nd__keys_remerge(&kc);
-  if (rc) {
+  if (r.trace) nd__trace_span(r.trace, ND__TS_KEYS, 0, t_keys, nd__now_ns());
+  if (rc == ND_ECANCELED) {
+    cancel_targets(g, &p);
+  } else if (rc) {
     nd__seterr(&g->err, rc, "cannot plan the run: %s", nd_strerror(rc));
   } else {
     for (size_t i = 0; i < p.ntargets; i++) p.targets[i] = g->nodes[p.targets[i]].rep;
     rc = run_rounds(g, o, &r, &p, &a, t0);
   }
   if (o->cache) {
+    uint64_t t_flush = r.trace ? nd__now_ns() : 0;
     int frc = nd_cache_flush(o->cache);
+    if (r.trace) nd__trace_span(r.trace, ND__TS_FLUSH, 0, t_flush, nd__now_ns());
     if (rc == 0 && frc) rc = nd__seterr(&g->err, ND_EIO, "cache flush: %s", nd_errmsg(o->cache));
   }
   int cerr = atomic_load(&r.cache_err);
@@ -695,67 +797,19 @@ int nd_graph_run(nd_graph *g, const nd_graph_run_opts *o, nd_graph_stats *stats)
     summarise(g, &a.st);
     rc = ND_ETASK;
   }
+  if (rc == ND_ECANCELED)
+    nd__seterr(&g->err, ND_ECANCELED,
+               "run canceled: %zu nodes not started and %zu cached values not read "
+               "(%zu nodes computed and stored before)",
+               a.st.canceled, a.reads_canceled, a.st.computed);
   nd_free(kc.stack);
   nd_free(p.stack);
   nd_free(p.targets);
   nd_free(r.tasks);
   a.st.run_seconds = now_s() - t0;
+  /* The trace first, so the final progress call means the run is over. */
+  nd__trace_close(r.trace, g, o->pool ? nd_pool_threads(o->pool) : 0);
+  if (r.prog) nd__prog_final(r.prog, &a.st);
   if (stats) *stats = a.st;
   return rc;
-}
-
-/* ------------------------------------------------------------ after a run */
-
-/* The node that stands for id in the last run (its rep). */
-static const nd__gnode *resolved(const nd_graph *g, int64_t id) {
-  const nd__gnode *n = &g->nodes[id];
-  return n->keyst == ND__KEY_OK ? &g->nodes[n->rep] : n;
-}
-
-nd_graph_node_state nd_graph_state(const nd_graph *g, int64_t node) {
-  if (!nd__gvalid(g, node)) return ND_GNODE_UNUSED;
-  return (nd_graph_node_state)resolved(g, node)->state;
-}
-
-int nd_graph_get(nd_graph *g, int64_t node, nd_array **out) {
-  if (out) *out = NULL;
-  if (!nd__gvalid(g, node) || !out) return ND_EINVAL;
-  const nd__gnode *own = &g->nodes[node];
-  const nd__gnode *n = own->kind == ND__GK_CONST ? own : resolved(g, node);
-  if (!n->value)
-    return nd__seterr(&g->err, ND_ENOTFOUND, "node '%s' has no value (not a target, or %s)",
-                      own->label, n->state == ND_GNODE_FAILED    ? "it failed"
-                                  : n->state == ND_GNODE_SKIPPED ? "it was skipped"
-                                                                 : "not computed");
-  *out = nd_array_retain(n->value);
-  return 0;
-}
-
-int nd_graph_error(const nd_graph *g, int64_t node, const char **msg) {
-  if (msg) *msg = "";
-  if (!nd__gvalid(g, node)) return ND_EINVAL;
-  const nd__gnode *n = resolved(g, node);
-  if (msg && n->msg && n->err) *msg = n->msg;
-  return n->err;
-}
-
-size_t nd_graph_report(const nd_graph *g, FILE *out) {
-  if (!g || !out) return 0;
-  size_t lines = 0;
-  for (size_t i = 0; i < g->n; i++) {
-    const nd__gnode *n = &g->nodes[i];
-    if (n->rflags & ND__R_CORRUPT) {
-      fprintf(out, "corrupt %s: %s; recomputed\n", n->label,
-              n->corrupt_msg ? n->corrupt_msg : "cached value failed verification");
-      lines++;
-    }
-    if (n->state == ND_GNODE_FAILED) {
-      fprintf(out, "failed  %s: %s: %s\n", n->label, nd_errname(n->err), n->msg ? n->msg : "");
-      lines++;
-    } else if (n->state == ND_GNODE_SKIPPED) {
-      fprintf(out, "skipped %s: %s\n", n->label, n->msg ? n->msg : "upstream node failed");
-      lines++;
-    }
-  }
-  return lines;
 }

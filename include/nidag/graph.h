@@ -20,6 +20,7 @@
 #ifndef NIDAG_GRAPH_H
 #define NIDAG_GRAPH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -97,6 +98,33 @@ int nd_graph_set_cost(nd_graph *g, int64_t node, size_t bytes);
 size_t nd_graph_size(const nd_graph *g);
 const char *nd_graph_label(const nd_graph *g, int64_t node); /* owned by g; NULL for a bad id */
 
+/* What a progress callback sees (nd_graph_run_opts.progress). Node counts
+ * count distinct nodes (after merging), as nd_graph_stats does. Fields are
+ * only ever appended. */
+typedef struct nd_graph_progress {
+  size_t total;     /* nodes this run settles: hits, nodes to compute, and nodes
+                       failed or skipped at planning. Known after planning;
+                       may grow in a later round (another process's node,
+                       a corrupt entry) */
+  size_t done;      /* settled so far: hits + computed + waited + failed +
+                       skipped. Never decreases from one call to the next
+                       (so in a later round, where a node may have to be
+                       recomputed after all, it may exceed that sum) */
+  size_t hits;      /* answered by the cache at planning (done at once) */
+  size_t computed;  /* ops that ran here and produced a value */
+  size_t waited;    /* computed by another process, read from the cache */
+  size_t failed, skipped;
+  size_t canceled;  /* never started because the run was canceled */
+  double elapsed_s; /* since nd_graph_run was called */
+  double eta_s;     /* estimated seconds left, from the rate of nodes settled
+                       since the executor started; < 0: unknown yet */
+  int round;        /* plan+run round, from 1 */
+  bool final;       /* the last call: counts equal nd_graph_stats, and
+                       done + canceled == total */
+} nd_graph_progress;
+
+typedef void (*nd_graph_progress_fn)(const nd_graph_progress *p, void *ud);
+
 typedef struct nd_graph_run_opts {
   nd_cache *cache;          /* NULL: compute everything, store nothing */
   nd_pool *pool;            /* NULL: the global pool */
@@ -104,7 +132,47 @@ typedef struct nd_graph_run_opts {
   size_t ntargets;          /*   that no other node consumes (the sinks) */
   bool no_claims;           /* do not coordinate with other processes */
   unsigned poll_ms;         /* wait between checks on another process's node; 0: 20 */
+  /* Progress: called once after planning, then as nodes finish, at most
+   * every progress_ms (0: 100 ms), and exactly once more with final set when
+   * the run ends (every return except ND_EINVAL for bad arguments). Calls
+   * never overlap: the planning and final calls come from the calling
+   * thread, the others from the pool worker that just finished a node
+   * (keep it short: that worker waits). A worker finding another call in
+   * progress skips its own. Calls come only as nodes finish: none while
+   * every worker is inside a long node. NULL: no calls and no cost. */
+  nd_graph_progress_fn progress;
+  void *progress_ud;
+  unsigned progress_ms;
+  /* Cancellation: when *cancel becomes non-zero, no further node starts.
+   * Nodes already running finish and are stored as usual, the cache is
+   * flushed, and nd_graph_run returns ND_ECANCELED; the nodes that did not
+   * start are ND_GNODE_CANCELED (and listed by nd_graph_report). A later
+   * run computes only what was not stored. An atomic_int (lock-free on every
+   * supported platform) may be set from a signal handler with atomic_store.
+   * The flag is checked between targets while deriving keys (a flag set
+   * then cancels the op targets themselves, before any planning), before
+   * each round's executor starts and before each node starts; digesting
+   * one source file is not interrupted. NULL: never canceled. */
+  const atomic_int *cancel;
+  /* Chrome trace (Trace Event Format JSON, viewable in Perfetto or
+   * chrome://tracing): one complete ("X") event per node that ran its op
+   * (cat: the op name) or read the cache (cat "fetch"), named by its label,
+   * with args key (hex) and state ("computed", "failed", "fetched",
+   * "waited", ...), on one track per pool worker ("worker <i>", tid i), and
+   * events for key derivation, planning and the cache flush (cat "nidag")
+   * on the calling thread's track ("caller", tid = the number of workers).
+   * ts and dur are microseconds since the run started. NULL: $NIDAG_TRACE
+   * when it is set and not empty, else no trace; "": no trace even then.
+   * Each nd_graph_run writes (overwrites) the whole file when it ends, so
+   * with $NIDAG_TRACE a program doing several runs keeps the last one's;
+   * set trace_path per run to keep each.
+   * Recording stops after ND_GRAPH_TRACE_MAX_EVENTS events (the file says
+   * how many were dropped). A trace that cannot be written prints one
+   * warning on stderr; the run's result does not change. */
+  const char *trace_path;
 } nd_graph_run_opts;
+
+#define ND_GRAPH_TRACE_MAX_EVENTS 1000000u
 
 /* Node counts count each distinct node once, by its final state after the
  * last round (nd_graph_state), however many rounds it took part in. */
@@ -129,6 +197,7 @@ typedef struct nd_graph_stats {
   double plan_seconds;   /* first round's planning */
   double run_seconds;    /* the whole nd_graph_run */
   double seconds_saved;  /* recorded compute time of the hits (as counted above) */
+  size_t canceled;       /* ND_GNODE_CANCELED: not started, the run was canceled */
 } nd_graph_stats;
 
 /* Plan against the cache and run what is missing. Every result computed is
@@ -147,8 +216,10 @@ typedef struct nd_graph_stats {
  * Returns 0 when every target is DONE (HIT, COMPUTED or WAITED; file and
  * const targets count as DONE unless a file could not be digested),
  * ND_ETASK when some target failed or was skipped (nd_graph_report lists
- * the failed and skipped nodes), ND_EINVAL (bad target id), ND_EIO (cache
- * errors; the message says which), ND_ENOMEM. stats may be NULL. */
+ * the failed and skipped nodes), ND_ECANCELED when o->cancel stopped some
+ * node from starting (a cancel coming after every node had started changes
+ * nothing), ND_EINVAL (bad target id), ND_EIO (cache errors; the message
+ * says which), ND_ENOMEM. stats may be NULL. */
 int nd_graph_run(nd_graph *g, const nd_graph_run_opts *o, nd_graph_stats *stats);
 
 /* State of a node after the last run. */
@@ -159,6 +230,7 @@ typedef enum nd_graph_node_state {
   ND_GNODE_WAITED,      /* computed by another process; read from the cache */
   ND_GNODE_FAILED,
   ND_GNODE_SKIPPED,     /* an upstream node failed */
+  ND_GNODE_CANCELED,    /* not started: the run was canceled (o->cancel) */
 } nd_graph_node_state;
 
 nd_graph_node_state nd_graph_state(const nd_graph *g, int64_t node);
@@ -172,8 +244,9 @@ int nd_graph_key(nd_graph *g, int64_t node, nd_hash128 *out);
 int nd_graph_get(nd_graph *g, int64_t node, nd_array **out);
 /* The node's error code (0 if none) and message (owned by g; "" if none). */
 int nd_graph_error(const nd_graph *g, int64_t node, const char **msg);
-/* One line per failed node ("failed  <label>: <ERRNAME>: <message>") and per
- * skipped node ("skipped <label>: upstream node '<label>' failed"), and one
+/* One line per failed node ("failed  <label>: <ERRNAME>: <message>"), per
+ * skipped node ("skipped <label>: upstream node '<label>' failed"), per
+ * canceled node ("canceled <label>: not started, the run was canceled") and
  * per recovered corrupt entry ("corrupt <label>: <message>; recomputed").
  * Returns the number of lines. */
 size_t nd_graph_report(const nd_graph *g, FILE *out);
