@@ -17,7 +17,8 @@
  * Writing goes through nifti_clib (nifti_make_new_nim, the quaternion of the
  * affine, nifti_convert_nim2n1hdr), but the bytes are written by zlib into a
  * temporary file renamed over the target, so a full disk or a crash never
- * leaves a half-written image (nifti_image_write ignores write errors). */
+ * leaves a half-written image (nifti_image_write ignores write errors). The
+ * gzip level is the caller's (nd_nifti_save_gz; 6 for nd_nifti_save). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <float.h>
@@ -803,7 +804,7 @@ static int nd__gz_write(gzFile f, const void *buf, size_t n) {
 /* Write header, extension flag and data to a temporary file next to path,
  * then rename it over path. */
 static int nd__write_file(const char *path, const nifti_1_header *hdr, const nd_array *a,
-                          bool gz) {
+                          bool gz, int level) {
   size_t n = strlen(path) + sizeof ".tmp.XXXXXX";
   char *tmp = nd_malloc(n);
   if (tmp == NULL)
@@ -816,7 +817,10 @@ static int nd__write_file(const char *path, const nifti_1_header *hdr, const nd_
     return rc;
   }
   (void)fchmod(fd, S_IRUSR | S_IWUSR | S_IRGRP | S_IROTH);
-  gzFile f = gzdopen(fd, gz ? "wb6" : "wbT");
+  char mode[8] = "wbT"; /* T: plain, no gzip wrapper */
+  if (gz)
+    snprintf(mode, sizeof mode, "wb%d", level);
+  gzFile f = gzdopen(fd, mode);
   int rc = ND_OK;
   if (f == NULL) {
     close(fd);
@@ -840,9 +844,17 @@ static int nd__write_file(const char *path, const nifti_1_header *hdr, const nd_
 }
 
 int nd_nifti_save(const char *path, const nd_array *a) {
+  return nd_nifti_save_gz(path, a, ND_NIFTI_GZ_LEVEL_DEFAULT);
+}
+
+int nd_nifti_save_gz(const char *path, const nd_array *a, int level) {
   nd__nerr_clear();
   if (path == NULL || a == NULL)
     return nd__nerr(ND_EINVAL, "nd_nifti_save: NULL argument");
+  if (level == 0)
+    level = ND_NIFTI_GZ_LEVEL_DEFAULT;
+  if (level < 1 || level > 9)
+    return nd__nerr(ND_EINVAL, "%s: gzip level %d is outside 1..9", path, level);
   bool gz = nd__ends_with(path, ".nii.gz");
   if (!gz && !nd__ends_with(path, ".nii"))
     return nd__nerr(ND_EINVAL, "%s: the name must end in .nii or .nii.gz", path);
@@ -853,6 +865,6 @@ int nd_nifti_save(const char *path, const nd_array *a) {
   nifti_1_header hdr;
   int rc = nd__make_header(path, a, &hdr);
   if (rc == ND_OK)
-    rc = nd__write_file(path, &hdr, a, gz);
+    rc = nd__write_file(path, &hdr, a, gz, level);
   return rc;
 }

@@ -43,4 +43,11 @@ int cli_parcellate(int argc, char **argv, const char *cache_dir);
 /* The parcellate part of `nidag help`. */
 void cli_parcellate_usage(FILE *f);
 
+/* `nidag cohort [DIR] ...` (cmd_cohort.c): argv[0] is "cohort". Returns the
+ * exit status. */
+int cli_cohort(int argc, char **argv);
+
+/* The cohort part of `nidag help`. */
+void cli_cohort_usage(FILE *f);
+
 #endif /* NIDAG_TOOLS_CLI_H */

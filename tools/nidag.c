@@ -1,6 +1,6 @@
 /* nidag command-line tool: `nidag version`, `nidag help`, `nidag demo` (in
- * cmd_demo.c), `nidag parcellate` (in cmd_parcellate.c) and
- * `nidag cache <command>` (in cmd_cache.c).
+ * cmd_demo.c), `nidag parcellate` (in cmd_parcellate.c), `nidag cohort` (in
+ * cmd_cohort.c) and `nidag cache <command>` (in cmd_cache.c).
  *
  * This is a tool, not the library: it prints to stdout/stderr and calls exit().
  * It uses only the public API (nidag.h).
@@ -35,6 +35,7 @@ static void usage(FILE *f) {
           "  demo [options]          run the example experiment as a cached lazy graph\n"
           "  parcellate IMAGE ATLAS  region values of a NIfTI image under an atlas, as TSV\n"
           "                          (cached; see below)\n"
+          "  cohort [DIR]            write the synthetic cohort (default ./cohort; see below)\n"
           "  cache <command>         manage a result cache: stats, verify, gc, compact,\n"
           "                          clear, why (see below)\n"
           "\n"
@@ -48,6 +49,7 @@ static void usage(FILE *f) {
           "The demo's checksum is the same for every --threads value, cold or cached.\n",
           CLI_MAX_THREADS, MIN_PARTICIPANTS, MAX_PARTICIPANTS, DEFAULT_PARTICIPANTS);
   cli_parcellate_usage(f);
+  cli_cohort_usage(f);
   cli_cache_usage(f);
 }
 
@@ -145,6 +147,8 @@ int main(int argc, char **argv) {
     return cmd_demo(argc, argv, cache_dir);
   if (!strcmp(cmd, "parcellate"))
     return cli_parcellate(argc - 1, argv + 1, cache_dir);
+  if (!strcmp(cmd, "cohort"))
+    return cli_cohort(argc - 1, argv + 1);
   if (!strcmp(cmd, "cache"))
     return cli_cache(argc - 1, argv + 1, cache_dir);
   usage_error("unknown command '%s'", cmd);

@@ -67,6 +67,13 @@ int nd_nifti_load(const char *path, nd_dtype dtype, nd_array **out);
  * from its dtype. The path's extension selects .nii or .nii.gz. */
 int nd_nifti_save(const char *path, const nd_array *a);
 
+/* nd_nifti_save with a gzip level for .nii.gz: 1 (fastest) .. 9 (smallest),
+ * 0 for ND_NIFTI_GZ_LEVEL_DEFAULT (what nd_nifti_save uses). A .nii path is
+ * written uncompressed whatever the level. Errors as nd_nifti_save, plus
+ * ND_EINVAL for a level outside 0..9. */
+#define ND_NIFTI_GZ_LEVEL_DEFAULT 6
+int nd_nifti_save_gz(const char *path, const nd_array *a, int level);
+
 /* ---------------------------------------------------------------- grids */
 
 /* Tolerance for comparing affines (absolute, per entry). */
@@ -157,6 +164,127 @@ extern const nd_op nd_op_nifti_load;
 extern const nd_op nd_op_resample;
 extern const nd_op nd_op_parcellate;
 extern const nd_op nd_op_connectivity;
+
+/* ------------------------------------------------------ synthetic cohort */
+
+/* A synthetic BIDS-like dataset with a known answer, for the demo and for
+ * tests (neuro/cohort.c, cohort_synth.c, cohort_text.c). It lays out
+ *
+ *   DIR/dataset_description.json   what was generated: seed, participants,
+ *                                  the targets' formulas, the planted regions
+ *   DIR/participants.tsv           participant_id (sub-0001, ...), family_id
+ *                                  (fam-0001, ...), score_a, score_b, noise,
+ *                                  group, noise_bin; values printed with %.17g
+ *   DIR/participants.json          the columns described (the BIDS sidecar)
+ *   DIR/sub-XXXX/anat/sub-XXXX_map.nii.gz
+ *                                  a float32 3D map on the grid and affine of
+ *                                  AICHAmc.nii.gz (2 mm MNI, 91 x 109 x 91)
+ *   DIR/.nidag-cohort.tsv          the manifest (see nd_cohort_generate)
+ *
+ * Content. Each participant has three latent factors L1, L2, L3 (standard
+ * normal); siblings (families of 1-3, so 200 participants make about 100
+ * families) share half the variance of their latents, of their maps' noise
+ * and of their targets' noise, so folds must keep families together. Inside
+ * the brain mask (voxels where AICHAmc, aal, HarvardOxford-cort-maxprob-thr0-1mm
+ * or JHU-WhiteMatter-labels-1mm is non-zero, after nearest-neighbour
+ * resampling onto the grid; 0 outside) a map is
+ *     1 + global + 0.5 L1 [in AAL Frontal_Sup, Frontal_Mid, Frontal_Sup_Medial
+ *                          L and R: labels 3, 4, 7, 8, 23, 24]
+ *                + 0.6 L2 [in Harvard-Oxford Superior Parietal Lobule,
+ *                          Angular Gyrus, Lateral Occipital superior,
+ *                          Precuneous: labels 18, 21, 22, 31]
+ *                + 1.0 L3 [in JHU genu, body and splenium of the corpus
+ *                          callosum, superior corona radiata R/L, superior
+ *                          longitudinal fasciculus R/L: 3, 4, 5, 25, 26, 41, 42]
+ *                + smooth noise (unit variance, FWHM about 3.3 voxels)
+ * where global is a whole-brain offset (sd 0.25, in no target), rounded to
+ * multiples of 2^-8. The targets (e: each target's own standard normal
+ * noise):
+ *     score_a   = 0.8 L1 + 0.3 L2 + 0.5 e        continuous, strong
+ *     score_b   = 0.6 L2 + 0.45 L3 + 0.55 e      continuous, moderate
+ *     noise     = e                              pure noise, independent
+ *     group     = [L3 + 0.5 L1 + 0.8 e > 0]      binary, about balanced
+ *     noise_bin = [u < 1/2]                      binary pure noise
+ * Region means carry the latents clearly: over the 200 default participants,
+ * RidgeCV on standardised region means, 5 folds by family, reaches an
+ * out-of-fold R^2 of 0.61-0.67 for score_a and 0.34-0.52 for score_b with
+ * the AAL, AICHA or Harvard-Oxford atlas (0.29 for score_b with JHU, which
+ * sees only L3), and about 0 for noise.
+ *
+ * Reproducibility: the files are a pure function of (ND_COHORT_VERSION,
+ * seed, participant index, the atlas files, gz_level), bit for bit, for any
+ * pool or thread count: counter-based nd_rng streams keyed by (seed,
+ * purpose, family or participant index), fixed summation orders, no libm in
+ * the data path. A participant's map and row do not depend on the number of
+ * participants: a cohort of 100 is the first 100 of a cohort of 200. */
+
+#define ND_COHORT_VERSION 1 /* bumped whenever the same options give other bytes */
+#define ND_COHORT_DEFAULT_PARTICIPANTS 200
+#define ND_COHORT_DEFAULT_SEED 1
+#define ND_COHORT_DEFAULT_GZ_LEVEL 1
+#define ND_COHORT_DEFAULT_TEMPLATES "/usr/share/mricron/templates"
+#define ND_COHORT_MAX_PARTICIPANTS 10000 /* about 6 GB of maps */
+
+/* Zero means "default" for every field. Fields are only ever appended. */
+typedef struct nd_cohort_opts {
+  size_t participants;   /* 0: 200 */
+  uint64_t seed;         /* 0: 1 */
+  const char *templates; /* the MRIcron atlases (AICHAmc, aal, HarvardOxford-cort-
+                            maxprob-thr0-1mm, JHU-WhiteMatter-labels-1mm .nii.gz);
+                            NULL: /usr/share/mricron/templates */
+  nd_pool *pool;         /* NULL: the global pool */
+  int gz_level;          /* of the maps, 1..9; 0: 1 */
+} nd_cohort_opts;
+
+typedef struct nd_cohort_report {
+  size_t written; /* files written by this call (maps and the three text files) */
+  size_t skipped; /* files already up to date, left untouched */
+  double seconds; /* wall time of the call */
+} nd_cohort_report;
+
+/* Generate the cohort into dir (created if missing; o may be NULL), once:
+ * the manifest DIR/.nidag-cohort.tsv records each map's key (everything its
+ * bytes depend on) and digest (XXH3-128 of the file). A later call leaves
+ * every map whose manifest key matches and whose file still has the
+ * recorded digest untouched (not rewritten, mtime unchanged) and regenerates
+ * the others (missing, changed, other seed...), participant by participant.
+ * The text files are rewritten only when their bytes differ. Maps of
+ * participants beyond the current count (from a larger earlier cohort) are
+ * left in place and in the manifest, but not listed in participants.tsv.
+ * Files are written to a temporary name and renamed. Participants run in
+ * parallel on o->pool, one task per participant's file; one that fails does
+ * not stop the others, whose maps are recorded, so the next call redoes only
+ * what failed. rep (may be NULL) is filled on success and failure.
+ * Errors (message in nd_neuro_errmsg(), naming the file): ND_EINVAL (no
+ * dir, more than ND_COHORT_MAX_PARTICIPANTS, gz_level outside 1..9),
+ * ND_ENOTFOUND (an atlas missing from the templates directory), ND_EIO,
+ * ND_EFORMAT (an unreadable atlas), ND_ENOMEM. */
+int nd_cohort_generate(const char *dir, const nd_cohort_opts *o, nd_cohort_report *rep);
+
+/* A BIDS participants.tsv in memory. Every string and array belongs to the
+ * struct and lives until nd_participants_free. */
+typedef struct nd_participants {
+  size_t n, ntargets;
+  char **id;          /* n participant_id values */
+  char **family;      /* n family_id values; entries are NULL without that column */
+  char **target_name; /* ntargets column names, in file order */
+  double *targets;    /* n x ntargets, row-major; NaN for "n/a" or an empty cell */
+} nd_participants;
+
+/* Read a participants.tsv: a header row, then one tab-separated row per
+ * participant (a trailing "\r" and blank lines are ignored). participant_id
+ * is required and must be non-empty and unique; family_id is optional. Every
+ * other column whose cells all parse as numbers (strtod over the whole
+ * cell, in the C locale the library runs in; or "n/a" or empty) becomes a
+ * target; a column with any other value (e.g. sex with M/F) is
+ * skipped, which is not an error. *out is new (nd_participants_free).
+ * Errors (message in nd_neuro_errmsg() naming the file, and the line and
+ * column where one applies): ND_EIO (cannot read), ND_EFORMAT (empty file,
+ * no participant_id column, a duplicate column name, a row with another
+ * number of fields than the header, an empty or duplicate participant_id),
+ * ND_ENOMEM. */
+int nd_participants_read(const char *tsv_path, nd_participants **out);
+void nd_participants_free(nd_participants *p); /* NULL-safe */
 
 #ifdef __cplusplus
 }
