@@ -21,7 +21,8 @@ PACKAGES=(
   libopenblas-dev     # BLAS for models and connectivity
   liblapacke-dev      # LAPACK C interface for decompositions
   libcmocka-dev       # unit-test framework
-  mricron-data        # real atlases (AAL, HarvardOxford, Brodmann, AICHA, JHU) for the neuro tests
+  mricron-data        # real atlases (AAL, HarvardOxford, Brodmann, AICHA, JHU) for the neuro tests and the demo
+  gnuplot-nox         # the demo's plot of the strategies (strategies.svg)
 )
 
 is_installed() {

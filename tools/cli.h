@@ -27,14 +27,11 @@ int cli_cache(int argc, char **argv, const char *cache_dir);
 /* The cache part of `nidag help`. */
 void cli_cache_usage(FILE *f);
 
-/* `nidag demo` (cmd_demo.c). */
-typedef struct cli_demo_opts {
-  unsigned threads;       /* 0: default */
-  size_t participants;
-  const char *cache_dir;  /* NULL: $NIDAG_CACHE, else ./.nidag */
-  bool no_cache;
-} cli_demo_opts;
-int cli_demo_run(const cli_demo_opts *o);
+/* `nidag demo [options]` (cmd_demo.c): argv[0] is "demo"; cache_dir as for
+ * cli_cache. Returns the exit status (130 when interrupted). */
+int cli_demo(int argc, char **argv, const char *cache_dir);
+/* The demo part of `nidag help`. */
+void cli_demo_usage(FILE *f);
 
 /* `nidag parcellate IMAGE ATLAS ...` (cmd_parcellate.c): argv[0] is
  * "parcellate"; cache_dir as for cli_cache. Returns the exit status. */

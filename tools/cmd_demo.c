@@ -1,628 +1,586 @@
-/* `nidag demo`: a small synthetic multi-parcellation experiment, built as a
- * lazy graph of ops and run against the result cache (./.nidag by default),
- * so a second run is answered from the cache and computes nothing.
+/* `nidag demo`: the multi-parcellation prediction experiment, end to end.
  *
- *   demo.atlas <a>  ──┐
- *   demo.load sub-P ──┴─> demo.parcellate sub-P <a> ──> demo.fit <a> ──> demo.ensemble
+ *   cohort/ (generated once: nd_cohort_generate)
+ *     sub-XXXX/anat/sub-XXXX_map.nii.gz ─ load ─┐
+ *   atlas ─ load ─ resample onto the 2 mm grid ─┴─ parcellate ─ features <atlas>
+ *   features × target ─ per outer fold: full fit + 3 inner fits per atlas
+ *                      ─ vote / grid / stack per fold ─ scores
  *
- * - "atlas <a>" builds a synthetic integer-label atlas on a 64^3 grid;
- * - "load sub-P" synthesises one participant's image (a spatial pattern scaled
- *   by the participant's target, plus voxel noise) with a nested parallel_for;
- * - "parcellate sub-P <a>" takes the region means of the image under atlas a,
- *   plus a little noise from a stream keyed by the node's key;
- * - "fit <a>" runs 4-fold cross-validated ridge regression of the target on
- *   the region means of every participant (sufficient statistics through a
- *   nested nd_parallel_reduce), giving out-of-fold predictions;
- * - "ensemble" averages the atlases' out-of-fold predictions (voting).
+ * Every participant-parcellation extraction and every fold fit is a cached
+ * node (nd_features_add, nd_experiment_add), so a rerun computes nothing and
+ * loads no image, an added atlas computes only its own nodes, and a changed
+ * participant file recomputes only what depends on it.
  *
- * The graph frees each image once its parcellations are done, so memory stays
- * bounded. Every random number comes from a stream keyed by what it belongs
- * to, never by thread, and every sum runs in a fixed order, so the printed
- * checksum is the same for any --threads, cold or from the cache.
+ * Continuous targets get StandardScaler + ridge (20 alphas), binary ones
+ * StandardScaler + L2 logistic regression (6 Cs, ROC AUC); 5 outer folds
+ * grouped by family, 3 inner folds. Results: a table of mean ± sd over folds,
+ * results.csv, results.json and strategies.svg (gnuplot, when installed) in
+ * --out. A progress bar on a TTY, plain lines otherwise; Ctrl-C stops
+ * starting new nodes, keeps everything finished, and exits 130.
  *
- * Uses only the public API (nidag.h).
- */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+ * Uses only the public API (nidag.h). */
+#define _POSIX_C_SOURCE 200809L
 
+#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "demo_int.h"
 #include "nidag.h"
 
-#define GRID 64                  /* image and atlas: GRID^3 voxels */
-#define NVOX ((size_t)GRID * GRID * GRID)
-#define BLOCK 4                  /* atlas regions are unions of BLOCK^3 blocks */
-#define NBLOCK (GRID / BLOCK)
-#define BRAIN_RADIUS 30.0        /* voxels outside this sphere are background */
-#define VOXEL_NOISE 1.0          /* sd of per-voxel noise */
-#define PARCEL_NOISE 1.0         /* sd of per-region noise added when parcellating */
-#define SLICES_PER_CHUNK 4       /* parallel_for chunk when synthesising an image */
-#define FOLDS 4
-#define RIDGE_ALPHA_REL 0.1      /* ridge alpha relative to the mean gram diagonal */
-#define MAX_REDUCE_LEAVES 16     /* bounds the reduce's partial memory */
-#define DEMO_KEY_TAG "nidag-demo/v1"
+#define DEMO_OUTER DEMO_FOLDS
+#define DEMO_INNER 3
+#define DEMO_SEED 20261121u /* the outer split's shuffle */
+#define DEMO_NALPHA 20
+#define DEMO_NC 6
+#define DEMO_MAX_TARGETS 64
+#define EXIT_INTERRUPTED 130
 
-/* Sub-stream indices under a participant's key. */
-enum { STREAM_IMAGE = 0, STREAM_TARGET = 1 };
-
-typedef struct atlas_def {
-  const char *name;
-  unsigned regions;
-} atlas_def;
-
-static const atlas_def ATLASES[] = {
-    {"aal", 116},
-    {"brodmann", 48},
-    {"schaefer100", 100},
+const demo_atlas DEMO_ATLASES[] = {
+    {"aal", "aal.nii.gz"},
+    {"harvardoxford", "HarvardOxford-cort-maxprob-thr0-1mm.nii.gz"},
+    {"brodmann", "brodmann.nii.gz"},
+    {"aicha", "AICHAmc.nii.gz"},
+    {"jhu", "JHU-WhiteMatter-labels-1mm.nii.gz"},
 };
-#define NATLAS (sizeof ATLASES / sizeof ATLASES[0])
+const size_t DEMO_NATLASES = sizeof DEMO_ATLASES / sizeof DEMO_ATLASES[0];
+#define DEMO_GRID_ATLAS "AICHAmc.nii.gz" /* the cohort's 2 mm grid */
 
-static nd_hash128 demo_root(void) { return nd_hash128_bytes(DEMO_KEY_TAG, strlen(DEMO_KEY_TAG)); }
+static atomic_int g_cancel;
 
-static nd_hash128 participant_key(size_t p) { return nd_rng_subkey(demo_root(), p); }
-
-static double participant_target(size_t p) {
-  nd_rng rng;
-  nd_rng_init(&rng, nd_rng_subkey(participant_key(p), STREAM_TARGET));
-  return nd_rng_normal(&rng);
+static void on_sigint(int sig) {
+  (void)sig;
+  atomic_store(&g_cancel, 1);
 }
 
-/* Decode the op's params, or fail the node. */
-static int op_params(nd_op_ctx *ctx, nd_params **p) {
-  size_t len;
-  const void *bytes = nd_op_params(ctx, &len);
-  int rc = nd_params_decode(bytes, len, p);
-  return rc ? nd_op_fail(ctx, rc, "malformed params") : 0;
-}
+/* ------------------------------------------------------------- helpers */
 
-static int op_i64(nd_op_ctx *ctx, const nd_params *p, const char *name, int64_t lo,
-                  int64_t hi, int64_t *v) {
-  int rc = nd_params_get_i64(p, name, v);
-  if (rc) return nd_op_fail(ctx, rc, "param '%s' is missing", name);
-  if (*v < lo || *v > hi)
-    return nd_op_fail(ctx, ND_ERANGE, "param '%s' = %lld is outside [%lld, %lld]", name,
-                      (long long)*v, (long long)lo, (long long)hi);
-  return 0;
-}
-
-/* -------------------------------------------------------------- the ops */
-
-/* Region label of each voxel: 0 outside the sphere, else the region drawn for
- * its BLOCK^3 block from the atlas's stream (blocks in raster order). */
-static int atlas_op(nd_op_ctx *ctx) {
-  nd_params *p;
-  int64_t regions;
-  const char *name;
-  int rc = op_params(ctx, &p);
-  if (rc) return rc;
-  if ((rc = op_i64(ctx, p, "regions", 1, 65535, &regions))) {
-    nd_params_free(p);
-    return rc;
-  }
-  if (nd_params_get_str(p, "name", &name)) {
-    nd_params_free(p);
-    return nd_op_fail(ctx, ND_EINVAL, "param 'name' is missing");
-  }
-  size_t shape[3] = {GRID, GRID, GRID};
-  nd_array *out;
-  uint16_t *block_label = malloc(sizeof *block_label * NBLOCK * NBLOCK * NBLOCK);
-  if (!block_label || (rc = nd_array_new(&out, ND_U16, 3, shape))) {
-    free(block_label);
-    nd_params_free(p);
-    return nd_op_fail(ctx, ND_ENOMEM, "out of memory");
-  }
-  nd_rng rng;
-  nd_rng_init(&rng, nd_hash128_seeded(name, strlen(name), demo_root().lo));
-  nd_params_free(p);
-  for (size_t b = 0; b < (size_t)NBLOCK * NBLOCK * NBLOCK; b++)
-    block_label[b] = (uint16_t)(1 + nd_rng_below(&rng, (uint64_t)regions));
-  uint16_t *labels = nd_array_data_mut(out);
-  const double c = (GRID - 1) / 2.0;
-  for (size_t z = 0; z < GRID; z++)
-    for (size_t y = 0; y < GRID; y++)
-      for (size_t x = 0; x < GRID; x++) {
-        double r2 = (x - c) * (x - c) + (y - c) * (y - c) + (z - c) * (z - c);
-        size_t b = ((z / BLOCK) * NBLOCK + y / BLOCK) * NBLOCK + x / BLOCK;
-        labels[(z * GRID + y) * GRID + x] =
-            r2 <= BRAIN_RADIUS * BRAIN_RADIUS ? block_label[b] : 0;
-      }
-  free(block_label);
-  return nd_op_set_output(ctx, out);
-}
-
-/* The spatial pattern the target loads on: smooth, fixed. */
-static double pattern(size_t x, size_t y, size_t z) {
-  return sin((double)x / 7.0) + cos((double)y / 5.0) + 0.5 * sin((double)z / 11.0);
-}
-
-typedef struct image_job {
-  float *img;
-  double target;
-  nd_hash128 key;
-} image_job;
-
-/* Slices [lo, hi) of an image. Slice z draws from its own sub-stream, so the
- * image does not depend on how slices are split across workers. */
-static int image_slices(void *ctxp, size_t lo, size_t hi) {
-  const image_job *job = ctxp;
-  for (size_t z = lo; z < hi; z++) {
-    nd_rng rng;
-    nd_rng_init(&rng, nd_rng_subkey(job->key, z));
-    for (size_t y = 0; y < GRID; y++)
-      for (size_t x = 0; x < GRID; x++)
-        job->img[(z * GRID + y) * GRID + x] =
-            (float)(job->target * pattern(x, y, z) + VOXEL_NOISE * nd_rng_normal(&rng));
-  }
-  return 0;
-}
-
-
-static int load_op(nd_op_ctx *ctx) {
-  nd_params *p;
-  int64_t participant;
-  int rc = op_params(ctx, &p);
-  if (rc) return rc;
-  rc = op_i64(ctx, p, "participant", 0, INT32_MAX, &participant);
-  nd_params_free(p);
-  if (rc) return rc;
-  size_t shape[3] = {GRID, GRID, GRID};
-  nd_array *out;
-  if ((rc = nd_array_new(&out, ND_F32, 3, shape))) return nd_op_fail(ctx, rc, "out of memory");
-  image_job job = {nd_array_data_mut(out), participant_target((size_t)participant),
-                   nd_rng_subkey(participant_key((size_t)participant), STREAM_IMAGE)};
-  rc = nd_parallel_for(nd_op_pool(ctx), 0, GRID, ND_DYNAMIC, SLICES_PER_CHUNK, image_slices,
-                       &job);
-  if (rc) {
-    nd_array_release(out);
-    return nd_op_fail(ctx, rc, "synthesising the image: %s", nd_strerror(rc));
-  }
-  return nd_op_set_output(ctx, out);
-}
-
-/* Region means (labels 1..regions, background 0 dropped) plus noise from a
- * stream keyed by this node's key: a pure function of its inputs. */
-static int parcellate_op(nd_op_ctx *ctx) {
-  const nd_array *img = nd_op_input(ctx, 0), *atlas = nd_op_input(ctx, 1);
-  nd_params *p;
-  int64_t regions;
-  int rc = op_params(ctx, &p);
-  if (rc) return rc;
-  rc = op_i64(ctx, p, "regions", 1, 65535, &regions);
-  nd_params_free(p);
-  if (rc) return rc;
-  if (!img || !atlas || nd_array_count(img) != NVOX || nd_array_count(atlas) != NVOX ||
-      nd_array_dtype(img) != ND_F32 || nd_array_dtype(atlas) != ND_U16)
-    return nd_op_fail(ctx, ND_EINVAL, "expected a %d^3 f32 image and u16 atlas", GRID);
-  size_t R = (size_t)regions;
-  double *sum = calloc(R + 1, sizeof *sum);
-  size_t *count = calloc(R + 1, sizeof *count);
-  nd_array *out = NULL;
-  if (!sum || !count || nd_array_new(&out, ND_F64, 1, &R)) {
-    free(sum);
-    free(count);
-    return nd_op_fail(ctx, ND_ENOMEM, "out of memory");
-  }
-  const float *x = nd_array_data(img);
-  const uint16_t *labels = nd_array_data(atlas);
-  for (size_t v = 0; v < NVOX; v++) { /* voxel order: a fixed summation order */
-    size_t l = labels[v] <= R ? labels[v] : 0;
-    sum[l] += x[v];
-    count[l]++;
-  }
-  nd_rng rng;
-  nd_rng_init(&rng, nd_op_key(ctx));
-  double *row = nd_array_data_mut(out);
-  for (size_t r = 0; r < R; r++) {
-    double mean = count[r + 1] ? sum[r + 1] / (double)count[r + 1] : 0.0;
-    row[r] = mean + PARCEL_NOISE * nd_rng_normal(&rng);
-  }
-  free(sum);
-  free(count);
-  return nd_op_set_output(ctx, out);
-}
-
-/* Cross-validated ridge. The reduce accumulates, per fold k, the sums over
- * the participants in fold k: count, sum x, sum y, sum x x^T, sum x y. The
- * training statistics of fold k are then the sum over the other folds, in
- * fold order, so nothing depends on the schedule. */
-typedef struct fit_job {
-  const double *target; /* [n] */
-  const double *x;      /* [n * R] */
-  unsigned R;
-} fit_job;
-
-static size_t fold_stride(unsigned R) { return 2 + 2 * (size_t)R + (size_t)R * R; }
-
-static void fit_init(void *ctxp, void *partial) {
-  const fit_job *job = ctxp;
-  memset(partial, 0, sizeof(double) * FOLDS * fold_stride(job->R));
-}
-
-static int fit_body(void *ctxp, size_t lo, size_t hi, void *partial) {
-  const fit_job *job = ctxp;
-  unsigned R = job->R;
-  for (size_t p = lo; p < hi; p++) {
-    double *s = (double *)partial + (p % FOLDS) * fold_stride(R);
-    const double *x = job->x + p * R;
-    double y = job->target[p];
-    double *sx = s + 2, *sxy = sx + R, *sxx = sxy + R;
-    s[0] += 1.0;
-    s[1] += y;
-    for (unsigned i = 0; i < R; i++) {
-      sx[i] += x[i];
-      sxy[i] += x[i] * y;
-      for (unsigned j = 0; j < R; j++)
-        sxx[(size_t)i * R + j] += x[i] * x[j];
-    }
-  }
-  return 0;
-}
-
-static void fit_combine(void *ctxp, void *into, const void *from) {
-  const fit_job *job = ctxp;
-  size_t len = FOLDS * fold_stride(job->R);
-  double *a = into;
-  const double *b = from;
-  for (size_t i = 0; i < len; i++)
-    a[i] += b[i];
-}
-
-/* Solve A beta = b for symmetric positive definite A (R x R, overwritten by
- * its Cholesky factor). Returns -1 when A is not positive definite. */
-static int cholesky_solve(double *A, double *b, unsigned R) {
-  for (unsigned j = 0; j < R; j++) {
-    double diag = A[(size_t)j * R + j];
-    for (unsigned k = 0; k < j; k++)
-      diag -= A[(size_t)j * R + k] * A[(size_t)j * R + k];
-    if (!(diag > 0.0))
-      return -1;
-    double ljj = sqrt(diag);
-    A[(size_t)j * R + j] = ljj;
-    for (unsigned i = j + 1; i < R; i++) {
-      double v = A[(size_t)i * R + j];
-      for (unsigned k = 0; k < j; k++)
-        v -= A[(size_t)i * R + k] * A[(size_t)j * R + k];
-      A[(size_t)i * R + j] = v / ljj;
-    }
-  }
-  for (unsigned i = 0; i < R; i++) { /* L z = b */
-    double v = b[i];
-    for (unsigned k = 0; k < i; k++)
-      v -= A[(size_t)i * R + k] * b[k];
-    b[i] = v / A[(size_t)i * R + i];
-  }
-  for (unsigned i = R; i-- > 0;) { /* L^T beta = z */
-    double v = b[i];
-    for (unsigned k = i + 1; k < R; k++)
-      v -= A[(size_t)k * R + i] * b[k];
-    b[i] = v / A[(size_t)i * R + i];
-  }
-  return 0;
-}
-
-static double r2_score(const double *y, const double *pred, size_t n) {
-  double mean = 0.0, ss_res = 0.0, ss_tot = 0.0;
-  for (size_t i = 0; i < n; i++)
-    mean += y[i];
-  mean /= (double)n;
-  for (size_t i = 0; i < n; i++) {
-    ss_res += (y[i] - pred[i]) * (y[i] - pred[i]);
-    ss_tot += (y[i] - mean) * (y[i] - mean);
-  }
-  return ss_tot > 0.0 ? 1.0 - ss_res / ss_tot : 0.0;
-}
-
-/* Fit fold k from the per-fold statistics and predict its participants. */
-static int fit_fold(size_t nrows, const double *x, unsigned R, const double *stats,
-                    size_t k, double *work, double *oof) {
-  size_t stride = fold_stride(R);
-  double *train = work, *A = work + stride, *beta = A + (size_t)R * R;
-  memset(train, 0, sizeof(double) * stride);
-  for (size_t f = 0; f < FOLDS; f++)
-    if (f != k)
-      for (size_t i = 0; i < stride; i++)
-        train[i] += stats[f * stride + i];
-  double n = train[0], my = train[1] / n;
-  const double *sx = train + 2, *sxy = sx + R, *sxx = sxy + R;
-  double trace = 0.0;
-  for (unsigned i = 0; i < R; i++) { /* centred gram and cross-product */
-    beta[i] = sxy[i] - sx[i] * my;
-    for (unsigned j = 0; j < R; j++)
-      A[(size_t)i * R + j] = sxx[(size_t)i * R + j] - sx[i] * sx[j] / n;
-    trace += A[(size_t)i * R + i];
-  }
-  double alpha = RIDGE_ALPHA_REL * trace / R + 1e-12;
-  for (unsigned i = 0; i < R; i++)
-    A[(size_t)i * R + i] += alpha;
-  if (cholesky_solve(A, beta, R) != 0)
-    return -1;
-  for (size_t p = k; p < nrows; p += FOLDS) {
-    double pred = my;
-    for (unsigned i = 0; i < R; i++)
-      pred += beta[i] * (x[p * R + i] - sx[i] / n);
-    oof[p] = pred;
-  }
-  return 0;
-}
-
-
-/* Inputs: the n participants' parcellations (f64[R] each), in order. */
-static int fit_op(nd_op_ctx *ctx) {
-  size_t n = nd_op_ninputs(ctx);
-  const nd_array *first = nd_op_input(ctx, 0);
-  if (n < FOLDS || !first || nd_array_dtype(first) != ND_F64 || nd_array_ndim(first) != 1)
-    return nd_op_fail(ctx, ND_EINVAL, "needs at least %d f64 rows", FOLDS);
-  unsigned R = (unsigned)nd_array_dim(first, 0);
-  size_t stride = fold_stride(R);
-  double *x = malloc(sizeof(double) * n * R), *target = malloc(sizeof(double) * n);
-  double *stats = malloc(sizeof(double) * FOLDS * stride);
-  double *work = malloc(sizeof(double) * (stride + (size_t)R * R + R));
-  nd_array *out = NULL;
-  int rc = ND_OK;
-  if (!x || !target || !stats || !work || nd_array_new(&out, ND_F64, 1, &n)) {
-    rc = nd_op_fail(ctx, ND_ENOMEM, "out of memory");
-    goto done;
-  }
-  for (size_t p = 0; p < n && !rc; p++) {
-    const nd_array *row = nd_op_input(ctx, p);
-    if (nd_array_dtype(row) != ND_F64 || nd_array_count(row) != R)
-      rc = nd_op_fail(ctx, ND_EINVAL, "input %zu has %zu values, expected %u", p,
-                      nd_array_count(row), R);
-    else
-      memcpy(x + p * R, nd_array_data(row), sizeof(double) * R);
-    target[p] = participant_target(p);
-  }
-  if (rc) goto done;
-  fit_job job = {target, x, R};
-  /* The grain depends only on n, so the result never depends on threads. */
-  nd_reduce_desc rd = {.grain = (n + MAX_REDUCE_LEAVES - 1) / MAX_REDUCE_LEAVES,
-                       .chunking = ND_DYNAMIC,
-                       .chunk = 1,
-                       .partial_size = sizeof(double) * FOLDS * stride,
-                       .init = fit_init,
-                       .body = fit_body,
-                       .combine = fit_combine,
-                       .ctx = &job};
-  rc = nd_parallel_reduce(nd_op_pool(ctx), 0, n, &rd, stats);
-  if (rc) rc = nd_op_fail(ctx, rc, "reduce: %s", nd_strerror(rc));
-  for (size_t k = 0; !rc && k < FOLDS; k++)
-    if (fit_fold(n, x, R, stats, k, work, nd_array_data_mut(out)) != 0)
-      rc = nd_op_fail(ctx, ND_ERANGE, "fold %zu: the ridge system is not positive definite", k);
-done:
-  free(x);
-  free(target);
-  free(stats);
-  free(work);
-  if (rc) {
-    nd_array_release(out);
-    return rc;
-  }
-  return nd_op_set_output(ctx, out);
-}
-
-/* Voting: the mean of the fits' out-of-fold predictions. */
-static int ensemble_op(nd_op_ctx *ctx) {
-  size_t k = nd_op_ninputs(ctx), n = k ? nd_array_count(nd_op_input(ctx, 0)) : 0;
-  nd_array *out;
-  int rc = nd_array_new(&out, ND_F64, 1, &n);
-  if (rc) return nd_op_fail(ctx, rc, "out of memory");
-  double *y = nd_array_data_mut(out);
-  for (size_t i = 0; i < k; i++) {
-    const nd_array *in = nd_op_input(ctx, i);
-    if (nd_array_count(in) != n) {
-      nd_array_release(out);
-      return nd_op_fail(ctx, ND_EINVAL, "input %zu has %zu values, expected %zu", i,
-                        nd_array_count(in), n);
-    }
-    const double *v = nd_array_data(in);
-    for (size_t p = 0; p < n; p++) y[p] += v[p];
-  }
-  for (size_t p = 0; p < n; p++) y[p] /= (double)k;
-  return nd_op_set_output(ctx, out);
-}
-
-/* Bump an op's version whenever its results change: it is part of every key. */
-static const nd_op OP_ATLAS = {.name = "demo.atlas", .version = 1, .fn = atlas_op,
-                               .mem_cost = NVOX * sizeof(uint16_t)};
-static const nd_op OP_LOAD = {.name = "demo.load", .version = 1, .fn = load_op,
-                              .mem_cost = NVOX * sizeof(float)};
-static const nd_op OP_PARCELLATE = {.name = "demo.parcellate", .version = 1,
-                                    .fn = parcellate_op};
-static const nd_op OP_FIT = {.name = "demo.fit", .version = 1, .fn = fit_op};
-static const nd_op OP_ENSEMBLE = {.name = "demo.ensemble", .version = 1, .fn = ensemble_op};
-
-/* ----------------------------------------------------------- the graph */
-
-typedef struct demo_graph {
-  nd_graph *g;
-  size_t n;
-  int64_t fit[NATLAS];
-  int64_t ensemble;
-} demo_graph;
-
-static int add_node(demo_graph *d, const nd_op *op, nd_params *p, const int64_t *in,
-                    size_t nin, int64_t *out, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-
-static int add_node(demo_graph *d, const nd_op *op, nd_params *p, const int64_t *in,
-                    size_t nin, int64_t *out, const char *fmt, ...) {
-  char label[128];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(label, sizeof label, fmt, ap);
-  va_end(ap);
-  void *bytes = NULL;
-  size_t len = 0;
-  int rc = p ? cli_params_bytes(p, &bytes, &len) : ND_ENOMEM;
-  if (!rc) rc = nd_graph_add(d->g, op, bytes, len, in, nin, label, out);
-  nd_free(bytes);
-  if (rc) fprintf(stderr, "nidag demo: cannot add node '%s': %s\n", label, nd_strerror(rc));
-  return rc;
-}
-
-static nd_params *new_params(void) {
-  nd_params *p;
-  return nd_params_new(&p) ? NULL : p;
-}
-
-static nd_params *params_i64(const char *name, int64_t v) {
-  nd_params *p = new_params();
-  if (p && nd_params_i64(p, name, v)) {
-    nd_params_free(p);
-    return NULL;
-  }
-  return p;
-}
-
-static int demo_build(demo_graph *d, size_t n) {
-  memset(d, 0, sizeof *d);
-  d->n = n;
-  int rc = nd_graph_new(&d->g);
-  int64_t atlas[NATLAS], *parc = calloc(n * NATLAS, sizeof *parc);
-  if (rc || !parc) {
-    free(parc);
-    return rc ? rc : ND_ENOMEM;
-  }
-  for (size_t a = 0; a < NATLAS && !rc; a++) {
-    nd_params *p = params_i64("regions", ATLASES[a].regions);
-    if (p && nd_params_str(p, "name", ATLASES[a].name)) {
-      nd_params_free(p);
-      p = NULL;
-    }
-    rc = add_node(d, &OP_ATLAS, p, NULL, 0, &atlas[a], "atlas %s", ATLASES[a].name);
-  }
-  for (size_t s = 0; s < n && !rc; s++) {
-    int64_t load;
-    rc = add_node(d, &OP_LOAD, params_i64("participant", (int64_t)s), NULL, 0, &load,
-                  "load sub-%03zu", s + 1);
-    for (size_t a = 0; a < NATLAS && !rc; a++) {
-      int64_t in[2] = {load, atlas[a]};
-      rc = add_node(d, &OP_PARCELLATE, params_i64("regions", ATLASES[a].regions), in, 2,
-                    &parc[a * n + s], "parcellate sub-%03zu %s", s + 1, ATLASES[a].name);
-    }
-  }
-  for (size_t a = 0; a < NATLAS && !rc; a++)
-    rc = add_node(d, &OP_FIT, params_i64("folds", FOLDS), &parc[a * n], n, &d->fit[a], "fit %s",
-                  ATLASES[a].name);
-  if (!rc)
-    rc = add_node(d, &OP_ENSEMBLE, new_params(), d->fit, NATLAS, &d->ensemble, "ensemble");
-  free(parc);
-  return rc;
-}
-
-static void hash_doubles(nd_hasher *h, const nd_array *a) {
-  const double *v = nd_array_data(a);
-  size_t n = nd_array_count(a);
-  nd_hasher_u64(h, n);
-  for (size_t i = 0; i < n; i++) {
-    uint64_t bits;
-    memcpy(&bits, &v[i], sizeof bits);
-    nd_hasher_u64(h, bits);
-  }
-}
-
-static double now_seconds(void) {
+static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Print the scores and the checksum of every result (fits, then ensemble). */
-static int demo_results(demo_graph *d) {
-  double *target = malloc(sizeof(double) * d->n);
-  nd_hasher *h = NULL;
-  int rc = target ? nd_hasher_new(&h) : ND_ENOMEM;
-  if (rc) {
-    free(target);
-    return rc;
+static char *path_join(const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 2;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s/%s", a, b);
+  return p;
+}
+
+static int mkdir_p(const char *dir) {
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return -1;
+  for (char *s = buf + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+    *s = '/';
   }
-  for (size_t p = 0; p < d->n; p++) target[p] = participant_target(p);
-  nd_hasher_str(h, DEMO_KEY_TAG);
-  nd_hasher_u64(h, d->n);
-  for (size_t a = 0; a <= NATLAS && !rc; a++) {
-    nd_array *v;
-    int64_t id = a < NATLAS ? d->fit[a] : d->ensemble;
-    if ((rc = nd_graph_get(d->g, id, &v))) break;
-    double r2 = r2_score(target, nd_array_data(v), d->n);
-    if (a < NATLAS) printf("fit %-12s cv r2 %.4f\n", ATLASES[a].name, r2);
-    else printf("ensemble (mean of %zu atlases) cv r2 %.4f\n", (size_t)NATLAS, r2);
-    nd_hasher_str(h, a < NATLAS ? ATLASES[a].name : "ensemble");
-    hash_doubles(h, v);
-    nd_array_release(v);
+  return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Family ids as integer codes (first appearance order); a participant with
+ * no family is its own family. */
+static int64_t *family_codes(const nd_participants *p) {
+  int64_t *code = malloc(sizeof *code * (p->n ? p->n : 1));
+  if (!code) return NULL;
+  int64_t next = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    code[i] = -1;
+    for (size_t j = 0; p->family && p->family[i] && j < i; j++)
+      if (p->family[j] && strcmp(p->family[i], p->family[j]) == 0) {
+        code[i] = code[j];
+        break;
+      }
+    if (code[i] < 0) code[i] = next++;
   }
+  return code;
+}
+
+static bool is_binary(const double *y, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (y[i] != 0.0 && y[i] != 1.0) return false;
+  return true;
+}
+
+/* ------------------------------------------------------------ progress */
+
+typedef struct progress {
+  bool tty;
+  double last_plain;
+  int last_pct;
+} progress;
+
+static void on_progress(const nd_graph_progress *p, void *ud) {
+  progress *pr = ud;
+  size_t total = p->total ? p->total : 1;
+  int pct = (int)(100.0 * (double)p->done / (double)total);
+  if (pr->tty) {
+    enum { WIDTH = 30 };
+    int fill = pct * WIDTH / 100;
+    char bar[WIDTH + 1];
+    for (int i = 0; i < WIDTH; i++) bar[i] = i < fill ? '#' : '.';
+    bar[WIDTH] = '\0';
+    char eta[32] = "";
+    if (p->eta_s >= 0 && !p->final) snprintf(eta, sizeof eta, ", ETA %.0f s", p->eta_s);
+    fprintf(stderr, "\r[%s] %3d%% %zu/%zu nodes, %zu cached, %zu failed%s   ", bar, pct,
+            p->done, p->total, p->hits, p->failed + p->skipped, eta);
+    if (p->final) fputc('\n', stderr);
+    fflush(stderr);
+    return;
+  }
+  /* plain lines: at most one per 10 % step and per 2 s, and the last */
+  if (!p->final && (pct / 10 == pr->last_pct / 10 || p->elapsed_s - pr->last_plain < 2.0))
+    return;
+  pr->last_pct = pct;
+  pr->last_plain = p->elapsed_s;
+  fprintf(stderr, "progress: %zu/%zu nodes (%d%%), %zu cached, %zu failed, %.1f s\n", p->done,
+          p->total, pct, p->hits, p->failed + p->skipped, p->elapsed_s);
+}
+
+/* ------------------------------------------------------------- options */
+
+typedef struct demo_opts {
+  const char *cohort, *out, *templates, *cache_dir;
+  const char *atlases[DEMO_MAX_ATLAS];
+  size_t natlas;
+  const char *targets[DEMO_MAX_TARGETS];
+  size_t ntargets;
+  size_t participants;
+  uint64_t seed;
+  unsigned threads;
+  bool no_cache, skip_bad, quiet;
+} demo_opts;
+
+void cli_demo_usage(FILE *f) {
+  fprintf(f,
+          "demo options:\n"
+          "  --cohort DIR          the synthetic cohort (default ./cohort; generated on first\n"
+          "                        use, then reused: only missing or changed files are rewritten)\n"
+          "  --participants N      cohort size, 10 to 100000 (default 200)\n"
+          "  --seed S              cohort seed (default 1)\n"
+          "  --atlases LIST        comma-separated, from aal,harvardoxford,brodmann,aicha,jhu\n"
+          "                        (default all five)\n"
+          "  --targets LIST        participants.tsv columns to predict (default all)\n"
+          "  --out DIR             results.csv, results.json, strategies.svg (default ./results)\n"
+          "  --templates DIR       the atlases (default /usr/share/mricron/templates)\n"
+          "  --skip-bad            leave out participants whose image cannot be read (a\n"
+          "                        warning names each) instead of failing\n"
+          "  --threads N           worker threads (default: NIDAG_THREADS, else the CPUs)\n"
+          "  --cache DIR | --no-cache   the result cache (default NIDAG_CACHE, else ./.nidag)\n"
+          "  --quiet               no progress output\n");
+}
+
+static int split_list(const char *s, const char **out, size_t max, size_t *n) {
+  static char buf[4096];
+  if (strlen(s) >= sizeof buf) return -1;
+  strcpy(buf, s);
+  *n = 0;
+  for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    if (*n == max) return -1;
+    out[(*n)++] = tok;
+  }
+  return *n ? 0 : -1;
+}
+
+static int parse_count(const char *opt, const char *v, unsigned long long lo, unsigned long long hi,
+                       unsigned long long *out) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno || end == v || *end || x < lo || x > hi || v[0] == '-') {
+    fprintf(stderr, "nidag demo: %s needs a whole number from %llu to %llu, got '%s'\n", opt, lo,
+            hi, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
+static int parse_opts(int argc, char **argv, const char *cache_dir, demo_opts *o) {
+  *o = (demo_opts){.cohort = "cohort", .out = "results",
+                   .templates = "/usr/share/mricron/templates", .cache_dir = cache_dir,
+                   .participants = 200, .seed = 1};
+  for (size_t a = 0; a < DEMO_NATLASES; a++) o->atlases[o->natlas++] = DEMO_ATLASES[a].name;
+  for (int i = 1; i < argc; i++) {
+    bool missing = false;
+    const char *v;
+    unsigned long long x;
+    if ((v = cli_option_value(argc, argv, &i, "--cohort", &missing))) o->cohort = v;
+    else if ((v = cli_option_value(argc, argv, &i, "--out", &missing))) o->out = v;
+    else if ((v = cli_option_value(argc, argv, &i, "--templates", &missing))) o->templates = v;
+    else if ((v = cli_option_value(argc, argv, &i, "--cache", &missing))) o->cache_dir = v;
+    else if ((v = cli_option_value(argc, argv, &i, "--participants", &missing))) {
+      if (parse_count("--participants", v, 10, 100000, &x)) return -1;
+      o->participants = (size_t)x;
+    } else if ((v = cli_option_value(argc, argv, &i, "--seed", &missing))) {
+      if (parse_count("--seed", v, 1, UINT64_MAX, &x)) return -1;
+      o->seed = x;
+    } else if ((v = cli_option_value(argc, argv, &i, "--threads", &missing))) {
+      if (parse_count("--threads", v, 1, CLI_MAX_THREADS, &x)) return -1;
+      o->threads = (unsigned)x;
+    } else if ((v = cli_option_value(argc, argv, &i, "--atlases", &missing))) {
+      if (split_list(v, o->atlases, DEMO_MAX_ATLAS, &o->natlas)) {
+        fprintf(stderr, "nidag demo: --atlases needs a comma-separated list\n");
+        return -1;
+      }
+    } else if ((v = cli_option_value(argc, argv, &i, "--targets", &missing))) {
+      static char tbuf[4096];
+      snprintf(tbuf, sizeof tbuf, "%s", v);
+      size_t n = 0;
+      char *save = NULL;
+      for (char *t = strtok_r(tbuf, ",", &save); t && n < DEMO_MAX_TARGETS;
+           t = strtok_r(NULL, ",", &save))
+        o->targets[n++] = t;
+      o->ntargets = n;
+    } else if (!missing && strcmp(argv[i], "--no-cache") == 0) o->no_cache = true;
+    else if (!missing && strcmp(argv[i], "--skip-bad") == 0) o->skip_bad = true;
+    else if (!missing && strcmp(argv[i], "--quiet") == 0) o->quiet = true;
+    else {
+      if (missing) fprintf(stderr, "nidag demo: %s needs a value\n", argv[i]);
+      else fprintf(stderr, "nidag demo: unknown option '%s'\n", argv[i]);
+      return -1;
+    }
+    if (missing) {
+      fprintf(stderr, "nidag demo: %s needs a value\n", argv[i]);
+      return -1;
+    }
+  }
+  for (size_t a = 0; a < o->natlas; a++) {
+    size_t k = 0;
+    while (k < DEMO_NATLASES && strcmp(o->atlases[a], DEMO_ATLASES[k].name) != 0) k++;
+    if (k == DEMO_NATLASES) {
+      fprintf(stderr, "nidag demo: unknown atlas '%s' (known: aal, harvardoxford, brodmann, "
+                      "aicha, jhu)\n", o->atlases[a]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------- the experiment */
+
+static const char *atlas_file(const char *name) {
+  for (size_t k = 0; k < DEMO_NATLASES; k++)
+    if (strcmp(name, DEMO_ATLASES[k].name) == 0) return DEMO_ATLASES[k].file;
+  return NULL;
+}
+
+typedef struct demo_run {
+  const demo_opts *o;
+  nd_participants *parts;
+  bool *excluded;      /* participants left out (--skip-bad) */
+  size_t nkept;
+  nd_graph *g;
+  demo_result *res;    /* per target */
+  size_t ntargets;
+  int64_t *loads;      /* per kept participant */
+  size_t *kept_index;  /* kept participant -> participants row */
+  double alphas[DEMO_NALPHA], Cs[DEMO_NC];
+} demo_run;
+
+static int build(demo_run *d) {
+  const demo_opts *o = d->o;
+  nd_participants *p = d->parts;
+  size_t n = 0;
+  for (size_t i = 0; i < p->n; i++) n += !d->excluded[i];
+  d->nkept = n;
+  if (n < 2 * DEMO_OUTER) {
+    fprintf(stderr, "nidag demo: only %zu participants left, %d needed\n", n, 2 * DEMO_OUTER);
+    return ND_EINVAL;
+  }
+  char **images = calloc(n, sizeof *images);
+  const char **ids = calloc(n, sizeof *ids);
+  char *atlas_paths[DEMO_MAX_ATLAS] = {0};
+  char *grid = path_join(o->templates, DEMO_GRID_ATLAS);
+  double *y = malloc(sizeof *y * n);
+  int64_t *fam_all = family_codes(p), *fam = malloc(sizeof *fam * n);
+  int64_t features[DEMO_MAX_ATLAS];
+  free(d->loads);
+  free(d->kept_index);
+  d->loads = calloc(n, sizeof *d->loads);
+  d->kept_index = calloc(n, sizeof *d->kept_index);
+  int rc = (images && ids && grid && y && fam_all && fam && d->loads && d->kept_index)
+               ? nd_graph_new(&d->g) : ND_ENOMEM;
+  for (size_t i = 0, k = 0; !rc && i < p->n; i++) {
+    if (d->excluded[i]) continue;
+    char rel[512];
+    snprintf(rel, sizeof rel, "%s/anat/%s_map.nii.gz", p->id[i], p->id[i]);
+    images[k] = path_join(o->cohort, rel);
+    ids[k] = p->id[i];
+    fam[k] = fam_all[i];
+    d->kept_index[k] = i;
+    if (!images[k++]) rc = ND_ENOMEM;
+  }
+  for (size_t a = 0; !rc && a < o->natlas; a++)
+    if (!(atlas_paths[a] = path_join(o->templates, atlas_file(o->atlases[a])))) rc = ND_ENOMEM;
   if (!rc) {
-    char hex[ND_HASH128_HEX_LEN + 1];
-    nd_hash128_hex(nd_hasher_digest(h), hex);
-    printf("checksum %s\n", hex);
+    nd_features_spec fs = {.images = (const char *const *)images, .ids = ids, .n = n,
+                           .atlases = (const char *const *)atlas_paths,
+                           .atlas_names = o->atlases, .natlas = o->natlas, .grid = grid};
+    rc = nd_features_add(d->g, &fs, features, d->loads, NULL);
+    if (rc) fprintf(stderr, "nidag demo: %s\n", nd_models_errmsg());
   }
-  nd_hasher_free(h);
-  free(target);
+  int64_t groups = -1;
+  if (!rc) {
+    nd_array *ga = NULL;
+    rc = nd_array_from(&ga, ND_I64, 1, &n, fam, n * sizeof *fam);
+    if (!rc) rc = nd_graph_const(d->g, ga, "families", &groups);
+    nd_array_release(ga);
+  }
+  for (size_t t = 0; !rc && t < d->ntargets; t++) {
+    demo_result *r = &d->res[t];
+    for (size_t k = 0; k < n; k++) y[k] = p->targets[d->kept_index[k] * p->ntargets + r->column];
+    r->binary = is_binary(y, n);
+    nd_array *ya = NULL;
+    int64_t yid;
+    char label[160];
+    snprintf(label, sizeof label, "target %s", r->name);
+    rc = nd_array_from(&ya, ND_F64, 1, &n, y, n * sizeof *y);
+    if (!rc) rc = nd_graph_const(d->g, ya, label, &yid);
+    nd_array_release(ya);
+    nd_experiment_spec e = {0};
+    e.fit.pipeline = (nd_pipeline){
+        .scaling = ND_SCALE_STANDARD, .constant = ND_CONSTANT_KEEP,
+        .model = r->binary ? ND_MODEL_LOGISTIC : ND_MODEL_RIDGE,
+        .grid = r->binary ? d->Cs : d->alphas, .ngrid = r->binary ? DEMO_NC : DEMO_NALPHA,
+        .scoring = r->binary ? ND_METRIC_ROC_AUC : ND_METRIC_R2,
+        .inner = {.kind = r->binary ? ND_CV_STRATIFIED : ND_CV_KFOLD, .k = DEMO_INNER}};
+    e.fit.outer = (nd_cv){.kind = ND_CV_GROUP, .k = DEMO_OUTER, .shuffle = true, .seed = DEMO_SEED};
+    e.fit.inner = e.fit.pipeline.inner;
+    e.metric = e.fit.pipeline.scoring;
+    e.meta_grid = r->binary ? NULL : d->alphas;
+    e.nmeta = r->binary ? 0 : DEMO_NALPHA;
+    e.ensembles = true;
+    if (!rc) rc = nd_experiment_add(d->g, &e, yid, groups, features, o->atlases, o->natlas,
+                                    &r->nodes);
+    if (rc) fprintf(stderr, "nidag demo: target %s: %s\n", r->name, nd_models_errmsg());
+  }
+  for (size_t k = 0; images && k < n; k++) free(images[k]);
+  for (size_t a = 0; a < o->natlas; a++) free(atlas_paths[a]);
+  free(images);
+  free(ids);
+  free(grid);
+  free(y);
+  free(fam_all);
+  free(fam);
   return rc;
 }
 
-int cli_demo_run(const cli_demo_opts *o) {
-  nd_runtime_opts ro = {0};
-  ro.threads = o->threads;
-  nd_pool *pool;
-  int rc = nd_pool_open(&pool, &ro);
+static int run_graph(demo_run *d, nd_cache *cache, nd_pool *pool, nd_graph_stats *st) {
+  size_t ntg = d->ntargets * (d->o->natlas + 3), k = 0;
+  int64_t *tg = malloc(sizeof *tg * (ntg ? ntg : 1));
+  if (!tg) return ND_ENOMEM;
+  for (size_t t = 0; t < d->ntargets; t++) {
+    for (size_t a = 0; a < d->o->natlas; a++) tg[k++] = d->res[t].nodes.set_score[a];
+    for (int s = 0; s < 3; s++) tg[k++] = d->res[t].nodes.ens_score[s];
+  }
+  progress pr = {.tty = isatty(STDERR_FILENO) == 1, .last_pct = -100};
+  nd_graph_run_opts ro = {.cache = cache, .pool = pool, .targets = tg, .ntargets = k,
+                          .cancel = &g_cancel};
+  if (!d->o->quiet) {
+    ro.progress = on_progress;
+    ro.progress_ud = &pr;
+  }
+  int rc = nd_graph_run(d->g, &ro, st);
+  free(tg);
+  return rc;
+}
+
+/* After a failed run under --skip-bad: exclude every participant whose load
+ * failed; true when some were excluded (then rebuild and rerun). */
+static bool exclude_bad(demo_run *d) {
+  bool any = false;
+  for (size_t k = 0; k < d->nkept; k++) {
+    if (nd_graph_state(d->g, d->loads[k]) != ND_GNODE_FAILED) continue;
+    size_t i = d->kept_index[k];
+    const char *msg = "";
+    nd_graph_error(d->g, d->loads[k], &msg);
+    fprintf(stderr, "nidag demo: warning: leaving out participant %s: %s\n", d->parts->id[i],
+            msg);
+    d->excluded[i] = true;
+    any = true;
+  }
+  return any;
+}
+
+static size_t count_loads(const demo_run *d) {
+  size_t c = 0;
+  for (size_t k = 0; k < d->nkept; k++)
+    c += nd_graph_state(d->g, d->loads[k]) == ND_GNODE_COMPUTED;
+  return c;
+}
+
+/* Read each score node's value into the results. */
+static int collect(demo_run *d) {
+  for (size_t t = 0; t < d->ntargets; t++) {
+    demo_result *r = &d->res[t];
+    for (size_t m = 0; m < d->o->natlas + 3; m++) {
+      int64_t id = m < d->o->natlas ? r->nodes.set_score[m] : r->nodes.ens_score[m - d->o->natlas];
+      nd_array *v = NULL;
+      int rc = nd_graph_get(d->g, id, &v);
+      if (rc) return rc;
+      const double *x = nd_array_data(v);
+      r->mean[m] = x[0];
+      r->sd[m] = x[1];
+      for (int f = 0; f < DEMO_OUTER; f++) r->fold[m][f] = x[2 + f];
+      nd_array_release(v);
+    }
+  }
+  return 0;
+}
+
+static int choose_targets(demo_run *d) {
+  const demo_opts *o = d->o;
+  nd_participants *p = d->parts;
+  size_t want = o->ntargets ? o->ntargets : p->ntargets;
+  d->res = calloc(want ? want : 1, sizeof *d->res);
+  if (!d->res) return ND_ENOMEM;
+  for (size_t t = 0; t < want; t++) {
+    size_t c = t;
+    if (o->ntargets) {
+      for (c = 0; c < p->ntargets && strcmp(p->target_name[c], o->targets[t]) != 0; c++) {
+      }
+      if (c == p->ntargets) {
+        fprintf(stderr, "nidag demo: participants.tsv has no target column '%s'\n", o->targets[t]);
+        return ND_EINVAL;
+      }
+    }
+    bool finite = true;
+    for (size_t i = 0; i < p->n; i++) finite = finite && isfinite(p->targets[i * p->ntargets + c]);
+    if (!finite) {
+      fprintf(stderr, "nidag demo: warning: target '%s' has missing values; it is left out\n",
+              p->target_name[c]);
+      continue;
+    }
+    demo_result *r = &d->res[d->ntargets++];
+    r->name = p->target_name[c];
+    r->column = c;
+  }
+  return d->ntargets ? 0 : ND_EINVAL;
+}
+
+static void free_run(demo_run *d) {
+  for (size_t t = 0; d->res && t < d->ntargets; t++) nd_experiment_nodes_free(&d->res[t].nodes);
+  free(d->res);
+  free(d->excluded);
+  free(d->loads);
+  free(d->kept_index);
+  nd_graph_free(d->g);
+  nd_participants_free(d->parts);
+}
+
+static void reset_graph(demo_run *d) {
+  for (size_t t = 0; t < d->ntargets; t++) nd_experiment_nodes_free(&d->res[t].nodes);
+  nd_graph_free(d->g);
+  d->g = NULL;
+}
+
+static int prepare_cohort(const demo_opts *o, nd_pool *pool) {
+  nd_cohort_opts co = {.participants = o->participants, .seed = o->seed,
+                       .templates = o->templates, .pool = pool};
+  nd_cohort_report rep = {0};
+  int rc = nd_cohort_generate(o->cohort, &co, &rep);
+  if (rc) {
+    fprintf(stderr, "nidag demo: cohort '%s': %s\n", o->cohort, nd_neuro_errmsg());
+    return rc;
+  }
+  if (rep.written)
+    printf("cohort: wrote %zu files in %.1f s (%zu already there) in %s\n", rep.written,
+           rep.seconds, rep.skipped, o->cohort);
+  else
+    printf("cohort: %zu files already there and unchanged (%s, checked in %.2f s)\n",
+           rep.skipped, o->cohort, rep.seconds);
+  return 0;
+}
+
+int cli_demo(int argc, char **argv, const char *cache_dir) {
+  demo_opts o;
+  if (parse_opts(argc, argv, cache_dir, &o)) {
+    cli_demo_usage(stderr);
+    return EXIT_USAGE;
+  }
+  double t0 = now_s();
+  nd_runtime_opts rto = {.threads = o.threads};
+  nd_pool *pool = NULL;
+  int rc = nd_pool_open(&pool, &rto);
   if (rc) {
     fprintf(stderr, "nidag demo: cannot start the pool: %s\n", nd_strerror(rc));
     return EXIT_RUN_FAILED;
   }
+  demo_run d = {.o = &o};
+  for (int a = 0; a < DEMO_NALPHA; a++)
+    d.alphas[a] = pow(10.0, -3.0 + 8.0 * a / (DEMO_NALPHA - 1));
+  for (int c = 0; c < DEMO_NC; c++) d.Cs[c] = pow(10.0, -3.0 + 5.0 * c / (DEMO_NC - 1));
   nd_cache *cache = NULL;
-  if (!o->no_cache) {
-    nd_cache_opts co = {.dir = o->cache_dir};
-    if ((rc = nd_cache_open(&cache, &co))) {
+  int status = EXIT_RUN_FAILED;
+  char *tsv = NULL;
+  if (prepare_cohort(&o, pool)) goto done;
+  tsv = path_join(o.cohort, "participants.tsv");
+  if (!tsv || nd_participants_read(tsv, &d.parts)) {
+    fprintf(stderr, "nidag demo: %s\n", tsv ? nd_neuro_errmsg() : "out of memory");
+    goto done;
+  }
+  d.excluded = calloc(d.parts->n ? d.parts->n : 1, sizeof *d.excluded);
+  if (!d.excluded || choose_targets(&d)) goto done;
+  if (!o.no_cache) {
+    nd_cache_opts co = {.dir = o.cache_dir};
+    if (nd_cache_open(&cache, &co)) {
       fprintf(stderr, "nidag demo: %s\n", nd_cache_open_errmsg());
-      nd_pool_close(pool);
-      return EXIT_RUN_FAILED;
+      goto done;
     }
   }
-  demo_graph d;
-  if ((rc = demo_build(&d, o->participants))) {
-    nd_graph_free(d.g);
-    nd_cache_close(cache);
-    nd_pool_close(pool);
-    return EXIT_RUN_FAILED;
-  }
-  printf("nidag demo: %zu participants x %zu synthetic atlases (", d.n, (size_t)NATLAS);
-  for (size_t a = 0; a < NATLAS; a++)
-    printf("%s%s %u regions", a ? ", " : "", ATLASES[a].name, ATLASES[a].regions);
-  printf("), %d^3 voxels, %d-fold ridge\n", GRID, FOLDS);
-  printf("graph: %zu nodes; pool: %u worker thread(s); cache: %s\n", nd_graph_size(d.g),
-         nd_pool_threads(pool), cache ? nd_cache_dir(cache) : "none (--no-cache)");
-  fflush(stdout);
-
-  int64_t targets[NATLAS + 1];
-  memcpy(targets, d.fit, sizeof d.fit);
-  targets[NATLAS] = d.ensemble;
-  nd_graph_run_opts run = {.cache = cache, .pool = pool, .targets = targets,
-                           .ntargets = NATLAS + 1};
+  struct sigaction sa = {0}, old_sa;
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, &old_sa);
   nd_graph_stats st = {0};
-  double t0 = now_seconds();
-  rc = nd_graph_run(d.g, &run, &st);
-  double wall = now_seconds() - t0;
-  int status = 0;
-  if (rc == 0 && (rc = demo_results(&d)) != 0)
-    fprintf(stderr, "nidag demo: reading results: %s\n", nd_strerror(rc));
-  printf("run: computed %zu, cache hits %zu, failed %zu, skipped %zu, wall %.3f s "
-         "(the hits had taken %.3f s to compute)\n",
-         st.computed, st.hits, st.failed, st.skipped, wall, st.seconds_saved);
-  if (rc) {
-    fprintf(stderr, "nidag demo: run failed: %s: %s\n", nd_strerror(rc), nd_errmsg(d.g));
-    nd_graph_report(d.g, stderr);
-    status = EXIT_RUN_FAILED;
+  for (;;) {
+    if ((rc = build(&d))) break;
+    printf("experiment: %zu participants x %zu atlases x %zu targets; %d outer folds grouped by "
+           "family, %d inner; graph of %zu nodes; %u threads; cache %s\n",
+           d.nkept, o.natlas, d.ntargets, DEMO_OUTER, DEMO_INNER, nd_graph_size(d.g),
+           nd_pool_threads(pool), cache ? nd_cache_dir(cache) : "none (--no-cache)");
+    fflush(stdout);
+    rc = run_graph(&d, cache, pool, &st);
+    if (rc == 0 || rc == ND_ECANCELED || !o.skip_bad || !exclude_bad(&d)) break;
+    reset_graph(&d);
   }
-  nd_graph_free(d.g);
-  if (cache && (rc = nd_cache_close(cache))) {
-    fprintf(stderr, "nidag demo: closing the cache: %s\n", nd_strerror(rc));
-    status = EXIT_RUN_FAILED;
+  sigaction(SIGINT, &old_sa, NULL);
+  size_t loads = d.g ? count_loads(&d) : 0;
+  if (rc == ND_ECANCELED) {
+    fprintf(stderr, "nidag demo: interrupted; the %zu nodes finished so far are in the cache\n",
+            st.computed);
+    status = EXIT_INTERRUPTED;
+  } else if (rc) {
+    fprintf(stderr, "nidag demo: the run failed (%s); failed and skipped nodes:\n",
+            nd_strerror(rc));
+    if (d.g) nd_graph_report(d.g, stderr);
+    fprintf(stderr, "nidag demo: everything else that finished is in the cache%s\n",
+            o.skip_bad ? "" : "; --skip-bad leaves out participants whose image is bad");
+  } else if ((rc = collect(&d)) == 0) {
+    demo_print_table(&d.res[0], d.ntargets, o.atlases, o.natlas);
+    demo_checksum(&d.res[0], d.ntargets, o.natlas);
+    if (mkdir_p(o.out) != 0)
+      fprintf(stderr, "nidag demo: cannot create '%s': %s\n", o.out, strerror(errno));
+    else if (demo_write_outputs(o.out, &d.res[0], d.ntargets, o.atlases, o.natlas, d.nkept) == 0)
+      status = 0;
   }
+  printf("run: computed %zu, cache hits %zu, failed %zu, skipped %zu, images loaded %zu, "
+         "wall %.2f s (the hits had taken %.2f s to compute)\n",
+         st.computed, st.hits, st.failed, st.skipped, loads, now_s() - t0, st.seconds_saved);
+done:
+  free(tsv);
+  free_run(&d);
+  if (cache && nd_cache_close(cache)) status = EXIT_RUN_FAILED;
   nd_pool_close(pool);
   return status;
 }

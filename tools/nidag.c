@@ -19,9 +19,6 @@
 #include "cli.h"
 #include "nidag.h"
 
-#define DEFAULT_PARTICIPANTS 32
-#define MIN_PARTICIPANTS 4 /* the demo's folds */
-#define MAX_PARTICIPANTS 10000
 
 /* ------------------------------------------------------------ arguments */
 
@@ -32,22 +29,16 @@ static void usage(FILE *f) {
           "commands:\n"
           "  version                 print the version\n"
           "  help                    print this help\n"
-          "  demo [options]          run the example experiment as a cached lazy graph\n"
+          "  demo [options]          the multi-parcellation experiment on the synthetic\n"
+          "                          cohort, as a cached lazy graph (see below)\n"
           "  parcellate IMAGE ATLAS  region values of a NIfTI image under an atlas, as TSV\n"
           "                          (cached; see below)\n"
           "  cohort [DIR]            write the synthetic cohort (default ./cohort; see below)\n"
           "  cache <command>         manage a result cache: stats, verify, gc, compact,\n"
           "                          clear, why (see below)\n"
           "\n"
-          "demo options:\n"
-          "  --threads N             worker threads, 1..%d (default: $NIDAG_THREADS,\n"
-          "                          else the CPUs this process may use)\n"
-          "  --participants N        synthetic participants, %d..%d (default %d)\n"
-          "  --cache DIR             result cache (default: $NIDAG_CACHE, else ./.nidag)\n"
-          "  --no-cache              compute everything, store nothing\n"
-          "\n"
-          "The demo's checksum is the same for every --threads value, cold or cached.\n",
-          CLI_MAX_THREADS, MIN_PARTICIPANTS, MAX_PARTICIPANTS, DEFAULT_PARTICIPANTS);
+          "\n");
+  cli_demo_usage(f);
   cli_parcellate_usage(f);
   cli_cohort_usage(f);
   cli_cache_usage(f);
@@ -66,17 +57,6 @@ static void usage_error(const char *fmt, ...) {
   exit(EXIT_USAGE);
 }
 
-/* Parse a decimal integer in [lo, hi] for option `opt`, or exit 2. */
-static unsigned long parse_count(const char *opt, const char *s, unsigned long lo,
-                                 unsigned long hi) {
-  char *end = NULL;
-  errno = 0;
-  unsigned long v = (*s >= '0' && *s <= '9') ? strtoul(s, &end, 10) : 0;
-  if (!end || errno || *end || v < lo || v > hi)
-    usage_error("demo: %s needs a whole number from %lu to %lu, got '%s'", opt, lo, hi, s);
-  return v;
-}
-
 /* Accepts "--opt N" and "--opt=N"; returns the value or NULL when argv[*i]
  * is not `opt`. */
 static const char *option_value(int argc, char **argv, int *i, const char *opt) {
@@ -88,27 +68,6 @@ static const char *option_value(int argc, char **argv, int *i, const char *opt) 
 }
 
 /* ------------------------------------------------------------- commands */
-
-static int cmd_demo(int argc, char **argv, const char *cache_dir) {
-  cli_demo_opts o = {.participants = DEFAULT_PARTICIPANTS, .cache_dir = cache_dir};
-  for (int i = 2; i < argc; i++) {
-    const char *v;
-    if ((v = option_value(argc, argv, &i, "--threads")))
-      o.threads = (unsigned)parse_count("--threads", v, 1, CLI_MAX_THREADS);
-    else if ((v = option_value(argc, argv, &i, "--participants")))
-      o.participants = parse_count("--participants", v, MIN_PARTICIPANTS, MAX_PARTICIPANTS);
-    else if ((v = option_value(argc, argv, &i, "--cache")))
-      o.cache_dir = v;
-    else if (!strcmp(argv[i], "--no-cache"))
-      o.no_cache = true;
-    else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-      usage(stdout);
-      return 0;
-    } else
-      usage_error("unknown demo option '%s'", argv[i]);
-  }
-  return cli_demo_run(&o);
-}
 
 int main(int argc, char **argv) {
   /* The global option --cache DIR may come before the command. */
@@ -144,7 +103,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(cmd, "demo"))
-    return cmd_demo(argc, argv, cache_dir);
+    return cli_demo(argc - 1, argv + 1, cache_dir);
   if (!strcmp(cmd, "parcellate"))
     return cli_parcellate(argc - 1, argv + 1, cache_dir);
   if (!strcmp(cmd, "cohort"))
