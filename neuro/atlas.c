@@ -74,8 +74,9 @@ static bool nd__validate_max(const void *data, nd_dtype dt, size_t n, uint64_t *
   {                                                                 \
     const T *p = data;                                              \
     for (size_t i = 0; i < n; i++) {                                \
-      double v = (double)p[i];                                      \
-      if (!(v >= 0 && v <= ND__LABEL_FLOAT_MAX) || v != floor(v)) { \
+      double v = (double)p[i]; /* a cast, not floor(): no libm call */\
+      if (!(v >= 0 && v <= ND__LABEL_FLOAT_MAX) ||                  \
+          (double)(uint64_t)v != v) {                               \
         *bad = i;                                                   \
         return false;                                               \
       }                                                             \

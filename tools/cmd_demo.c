@@ -158,7 +158,7 @@ typedef struct demo_opts {
   size_t participants;
   uint64_t seed;
   unsigned threads;
-  bool no_cache, skip_bad, quiet;
+  bool no_cache, skip_bad, quiet, no_generate;
 } demo_opts;
 
 void cli_demo_usage(FILE *f) {
@@ -168,6 +168,8 @@ void cli_demo_usage(FILE *f) {
           "                        use, then reused: only missing or changed files are rewritten)\n"
           "  --participants N      cohort size, 10 to 100000 (default 200)\n"
           "  --seed S              cohort seed (default 1)\n"
+          "  --no-generate         use DIR as it is (your own data in the same layout:\n"
+          "                        participants.tsv, sub-X/anat/sub-X_map.nii.gz)\n"
           "  --atlases LIST        comma-separated, from aal,harvardoxford,brodmann,aicha,jhu\n"
           "                        (default all five)\n"
           "  --targets LIST        participants.tsv columns to predict (default all)\n"
@@ -245,6 +247,7 @@ static int parse_opts(int argc, char **argv, const char *cache_dir, demo_opts *o
     } else if (!missing && strcmp(argv[i], "--no-cache") == 0) o->no_cache = true;
     else if (!missing && strcmp(argv[i], "--skip-bad") == 0) o->skip_bad = true;
     else if (!missing && strcmp(argv[i], "--quiet") == 0) o->quiet = true;
+    else if (!missing && strcmp(argv[i], "--no-generate") == 0) o->no_generate = true;
     else {
       if (missing) fprintf(stderr, "nidag demo: %s needs a value\n", argv[i]);
       else fprintf(stderr, "nidag demo: unknown option '%s'\n", argv[i]);
@@ -524,7 +527,7 @@ int cli_demo(int argc, char **argv, const char *cache_dir) {
   nd_cache *cache = NULL;
   int status = EXIT_RUN_FAILED;
   char *tsv = NULL;
-  if (prepare_cohort(&o, pool)) goto done;
+  if (!o.no_generate && prepare_cohort(&o, pool)) goto done;
   tsv = path_join(o.cohort, "participants.tsv");
   if (!tsv || nd_participants_read(tsv, &d.parts)) {
     fprintf(stderr, "nidag demo: %s\n", tsv ? nd_neuro_errmsg() : "out of memory");

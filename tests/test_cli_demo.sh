@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# End-to-end test of `nidag demo` (ctest: cli_demo) on a small cohort:
+#   1. cold run: everything computed, every image loaded, outputs written;
+#   2. rerun: nothing computed, no image loaded, the same checksum;
+#   3. 1 and 2 threads without the cache: the same checksum;
+#   4. one more atlas: only that atlas's nodes (and the new pool's combine
+#      nodes) are computed; the old atlases' fits are cache hits;
+#   5. one participant's file changed in place: only that participant's image
+#      is loaded again;
+#   6. a corrupt participant file: an error naming the participant; with
+#      --skip-bad a warning, and the experiment goes on without it;
+#   7. a run killed halfway: the rerun reuses what was finished.
+#
+#   test_cli_demo.sh NIDAG [TEMPLATES_DIR]
+#
+# Needs the MRIcron atlases; exits 77 (skipped) when they are not installed.
+set -euo pipefail
+
+NIDAG=$(realpath "${1:?usage: test_cli_demo.sh NIDAG [TEMPLATES_DIR]}")
+A=${2:-/usr/share/mricron/templates}
+for f in AICHAmc.nii.gz aal.nii.gz HarvardOxford-cort-maxprob-thr0-1mm.nii.gz brodmann.nii.gz \
+  JHU-WhiteMatter-labels-1mm.nii.gz; do
+  if [ ! -r "$A/$f" ]; then
+    echo "SKIP: $A/$f not found (install mricron's templates)"
+    exit 77
+  fi
+done
+T=$(mktemp -d /tmp/nd-test-cli-demo.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+cd "$T"
+
+fail() {
+  echo "FAIL: $*" >&2
+  echo "--- stdout" >&2
+  cat "$T/out" >&2 || true
+  echo "--- stderr" >&2
+  cat "$T/err" >&2 || true
+  exit 1
+}
+# expect CODE ARGS...: run nidag demo ARGS (stdout to out, stderr to err).
+expect() {
+  local want=$1 rc=0
+  shift
+  "$NIDAG" demo --templates "$A" --participants 60 --quiet "$@" >"$T/out" 2>"$T/err" || rc=$?
+  [ "$rc" = "$want" ] || fail "exit $rc, wanted $want: nidag demo $*"
+}
+has_out() { grep -qF -- "$1" "$T/out" || fail "stdout lacks '$1'"; }
+has_err() { grep -qF -- "$1" "$T/err" || fail "stderr lacks '$1'"; }
+# field NAME: the number after "NAME " in the run line ("computed 12,").
+field() { sed -n "s/^run:.*[ ,]$1 \([0-9][0-9]*\).*/\1/p" "$T/out" | head -n 1; }
+checksum() { sed -n 's/^checksum //p' "$T/out"; }
+
+BASE=(--atlases aal,jhu --targets score_a,group)
+
+# 1. cold
+expect 0 "${BASE[@]}"
+has_out "experiment: 60 participants x 2 atlases x 2 targets"
+has_out "score_a "
+has_out "group "
+[ "$(field loaded)" = 60 ] || fail "cold run loaded $(field loaded) images, wanted 60"
+cold_computed=$(field computed)
+[ "$cold_computed" -gt 100 ] || fail "cold run computed only $cold_computed nodes"
+sum=$(checksum)
+[ -n "$sum" ] || fail "no checksum"
+for f in results/results.csv results/results.json results/strategies.gp; do
+  [ -s "$f" ] || fail "$f missing"
+done
+# 2 targets x (2 atlases + 3 ensembles) x (5 folds + mean + sd) rows + header
+[ "$(wc -l <results/results.csv)" = $((2 * 5 * 7 + 1)) ] || fail "results.csv has $(wc -l <results/results.csv) lines"
+grep -q '"name": "score_a"' results/results.json || fail "results.json lacks score_a"
+if command -v gnuplot >/dev/null; then
+  [ -s results/strategies.svg ] || fail "gnuplot is installed but there is no strategies.svg"
+fi
+
+# 2. rerun from the cache
+expect 0 "${BASE[@]}"
+[ "$(field computed)" = 0 ] || fail "rerun computed $(field computed) nodes"
+[ "$(field loaded)" = 0 ] || fail "rerun loaded $(field loaded) images"
+[ "$(checksum)" = "$sum" ] || fail "rerun checksum $(checksum) != $sum"
+
+# 3. threads, without the cache
+expect 0 "${BASE[@]}" --no-cache --threads 1
+[ "$(checksum)" = "$sum" ] || fail "1 thread checksum $(checksum) != $sum"
+expect 0 "${BASE[@]}" --no-cache --threads 2
+[ "$(checksum)" = "$sum" ] || fail "2 threads checksum $(checksum) != $sum"
+
+# 4. one more atlas: its 60 extractions, its resample, its features, its
+# fits (2 targets x 5 folds x 4) and the new pool's combine nodes; nothing
+# of aal or jhu
+expect 0 --atlases aal,jhu,brodmann --targets score_a,group
+added=$(field computed)
+[ "$(field loaded)" = 60 ] || fail "adding an atlas loaded $(field loaded) images, wanted 60 (loads are not cached)"
+# 60 image loads + the grid image's load + the atlas's load + its resample
+# + 60 extractions + 1 features + 2 x 5 x 4 fits
+# + per target (5 folds x 3 ensembles + 1 new score + 3 ensemble scores)
+want=$((60 + 1 + 1 + 1 + 60 + 1 + 40 + 2 * (15 + 1 + 3)))
+[ "$added" = "$want" ] || fail "adding an atlas computed $added nodes, wanted $want"
+
+# 5. one participant's file changed in place. The demo repairs its own
+# cohort (a changed map is regenerated), so this runs on a copy of the data
+# with --no-generate, as on a user's own dataset.
+mkdir -p own && cp -r cohort/. own/
+expect 0 "${BASE[@]}" --cohort own --no-generate
+[ "$(field computed)" = 0 ] || fail "a copied cohort recomputed $(field computed) nodes"
+# new content: the same participant from a cohort of another seed (a copy of
+# another participant's file would be that participant's content, whose
+# extractions are already cached: content addressing)
+"$NIDAG" cohort other --participants 7 --seed 2 --templates "$A" >/dev/null
+cp other/sub-0007/anat/sub-0007_map.nii.gz own/sub-0007/anat/sub-0007_map.nii.gz
+expect 0 "${BASE[@]}" --cohort own --no-generate
+[ "$(field loaded)" = 1 ] || fail "a changed participant loaded $(field loaded) images, wanted 1"
+# its load, its 2 extractions, 2 features, and every fit downstream of them
+[ "$(field computed)" -lt "$cold_computed" ] || fail "a changed participant recomputed everything"
+
+# 6. a corrupt participant file
+head -c 1000 own/sub-0002/anat/sub-0002_map.nii.gz >own/sub-0005/anat/sub-0005_map.nii.gz
+expect 1 "${BASE[@]}" --cohort own --no-generate
+has_err "sub-0005"
+expect 0 "${BASE[@]}" --cohort own --no-generate --skip-bad
+has_err "leaving out participant sub-0005"
+has_out "experiment: 59 participants"
+
+# 7. killed halfway (one thread, every atlas and target, so it is still
+# running after a second): what was finished is reused
+expect 0 --no-cache --threads 1
+full=$(field computed)
+full_sum=$(checksum)
+rm -rf .nidag
+NIDAG_THREADS=1 "$NIDAG" demo --templates "$A" --participants 60 --quiet >/dev/null 2>&1 &
+pid=$!
+sleep 1
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+expect 0
+hits=$(field hits)
+[ "$hits" -gt 0 ] || fail "the run after a kill found no cache hits"
+[ "$(field computed)" -lt "$full" ] || fail "the run after a kill recomputed everything"
+[ "$(checksum)" = "$full_sum" ] || fail "after a kill the checksum is $(checksum), not $full_sum"
+
+echo "PASS: cold computed $cold_computed, added atlas computed $added, after a kill $hits hits"
