@@ -8,10 +8,11 @@
 # neuro` (and the W7 nibabel peer when /usr/bin/python3 has nibabel; its
 # recorded figures otherwise); it needs about 3 GB free in /tmp. `w5` runs
 # `nidag-bench models` (and the W5 scikit-learn peer when /usr/bin/python3 has
-# sklearn; its recorded figures otherwise).
+# sklearn; its recorded figures otherwise). `demo` runs bench/bench_demo.sh
+# (the main job's goals: cold, warm, an added atlas; about a minute).
 #
 #   bench/compare.sh                  # everything (about 4 minutes when idle)
-#   bench/compare.sh --only w1,w3     # subset, passed to both sides (w0 w1 w2 w3 w4 w5 w7 idle)
+#   bench/compare.sh --only w1,w3     # subset, passed to both sides (w0 w1 w2 w3 w4 w5 w7 demo idle)
 #
 # The peers are compiled from their sources where they are ($PEERS_DIR/src)
 # into a scratch directory ($PEER_BUILD, default /tmp/nd-peers) with the flags
@@ -37,7 +38,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench}"
 QUIET_WAIT="${QUIET_WAIT:-60}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OPENBLAS_NUM_THREADS=1
 
-ONLY="w0,w1,w2,w3,w4,w5,w7,idle"
+ONLY="w0,w1,w2,w3,w4,w5,w7,demo,idle"
 while (($# > 0)); do
   case "$1" in
     --only)
@@ -45,7 +46,7 @@ while (($# > 0)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -99,7 +100,7 @@ if [ -z "${NIDAG_BENCH:-}" ]; then
   NIDAG_BENCH="$BUILD_DIR/bench/nidag-bench"
   # shellcheck disable=SC2086 # CMAKE_ARGS is a list of words
   if ! { cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DNIDAG_TESTS=OFF ${CMAKE_ARGS:-} \
-    && cmake --build "$BUILD_DIR" --target nidag-bench -j"$(nproc)"; } >/tmp/nd-compare-build.log 2>&1; then
+    && cmake --build "$BUILD_DIR" --target nidag-bench nidag-cli -j"$(nproc)"; } >/tmp/nd-compare-build.log 2>&1; then
     log "building nidag-bench failed (see /tmp/nd-compare-build.log)"
     tail -20 /tmp/nd-compare-build.log | sed 's/^/#   /'
     exit 1
@@ -145,7 +146,7 @@ run() { # run <tag> <command...>
 
 OUT="$(mktemp /tmp/nd-compare.XXXXXX)"
 # the runtime workloads (w4 is `nidag-bench cache`, w7 `nidag-bench neuro`)
-NB_ONLY="$(echo "$ONLY" | tr -s ', ' '\n' | grep -Ev '^w[457]$' | paste -sd, -)"
+NB_ONLY="$(echo "$ONLY" | tr -s ', ' '\n' | grep -Ev '^(w[457]|demo)$' | paste -sd, -)"
 PY="$(command -v /usr/bin/python3 || command -v python3 || true)"
 have_nibabel() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import nibabel, numpy' 2>/dev/null; }
 have_sklearn() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sklearn, numpy' 2>/dev/null; }
@@ -193,6 +194,9 @@ W4_FILE="${W4_FILE:-/tmp/w4_smooth.f64}"
     fi
     run neuro "$NIDAG_BENCH" neuro --quiet-wait "$QUIET_WAIT"
   fi
+  if want demo; then
+    run demo "$(command -v bash)" "$HERE/bench_demo.sh" "$(dirname "$NIDAG_BENCH")/../nidag"
+  fi
   want w0 && run w0 "$PEER_BUILD/w0_capacity"
   echo "# finished $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } | tee "$OUT"
@@ -201,7 +205,9 @@ if grep -Eq '^# [a-z0-9]+ exit=[1-9]' "$OUT"; then status=1; fi
 
 # ---------------------------------------------------------------- summary
 echo "## ---- summary (same run; goals from issue 2) ----"
-awk -v threads="$OMP_NUM_THREADS" '
+TSV="$OUT.tsv"
+: >"$TSV"
+awk -v threads="$OMP_NUM_THREADS" -v tsv="$TSV" '
   /^## ---- nidag: / { innd = 1; next }
   /^# nidag exit=/ { innd = 0; next }
   /^#/ || NF < 2 { next }
@@ -214,6 +220,8 @@ awk -v threads="$OMP_NUM_THREADS" '
   function get(n) { return (n in v) ? v[n] : "-" }
   function row(what, omp, tbb, nd, goal, ok) {
     printf "# %-28s %10s %10s %10s   %-26s %s\n", what, omp, tbb, nd, goal, ok
+    if (what != "metric" && nd != "-")
+      printf "runtime\t%s\tOpenMP %s, oneTBB %s\t%s\t%s\t%s\n", what, omp, tbb, nd, goal, ok >> tsv
   }
   function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
   function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
@@ -245,13 +253,17 @@ awk -v threads="$OMP_NUM_THREADS" '
 if want w4; then
   echo "## ---- W4 summary: result cache (peer: joblib.Memory / xxhsum; (r) = recorded in results.txt) ----"
   # recorded peer figures first, so this run's (when the peer ran) override them
-  { grep -E '^w4[abc]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk '
+  { grep -E '^w4[abc]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W4 '
     /^REC / { v[$2] = $3 " (r)"; next }
     /^#/ || NF < 2 { next }
     { v[$1] = $2 }
     function get(n) { return (n in v) ? v[n] : "-" }
     function num(n) { return (n in v) ? v[n] + 0 : 0 }
-    function row(what, peer, nd, goal, ok) { printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok }
+    function row(what, peer, nd, goal, ok) {
+      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
+      if (what != "metric" && what != "" && nd != "-")
+        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
+    }
     function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
     function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
     END {
@@ -276,12 +288,16 @@ if want w4; then
 fi
 if want w5; then
   echo "## ---- W5 summary: models (peer: scikit-learn; (r) = recorded in results.txt) ----"
-  { grep -E '^w5[abc]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk '
+  { grep -E '^w5[abc]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W5 '
     /^REC / { v[$2] = $3 " (r)"; next }
     /^#/ || NF < 2 { next }
     { v[$1] = $2 }
     function get(n) { return (n in v) ? v[n] : "-" }
-    function row(what, peer, nd, goal, ok) { printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok }
+    function row(what, peer, nd, goal, ok) {
+      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
+      if (what != "metric" && what != "" && nd != "-")
+        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
+    }
     function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
     END {
       row("metric", "peer", "nidag", "goal", "")
@@ -304,12 +320,16 @@ if want w5; then
 fi
 if want w7; then
   echo "## ---- W7 summary: NIfTI load and parcellation (peer: nibabel + numpy; (r) = recorded in results.txt) ----"
-  { grep -E '^w7[ab]?_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk '
+  { grep -E '^w7[ab]?_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W7 '
     /^REC / { v[$2] = $3 " (r)"; next }
     /^#/ || NF < 2 { next }
     { v[$1] = $2 }
     function get(n) { return (n in v) ? v[n] : "-" }
-    function row(what, peer, nd, goal, ok) { printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok }
+    function row(what, peer, nd, goal, ok) {
+      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
+      if (what != "metric" && what != "" && nd != "-")
+        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
+    }
     function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
     function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
     function gb(n) { return (n in v) ? sprintf("%.2f%s", v[n] / 1000, index(v[n], "(r)") ? " (r)" : "") : "-" }
@@ -324,5 +344,30 @@ if want w7; then
       row("extraction share of load", "-", get("neuro_extract_share_of_load"), "<= 0.10", le("neuro_extract_share_of_load", 0.10))
     }'
 fi
-echo "# full output kept in $OUT"
+if want demo; then
+  echo "## ---- demo summary: the main job (nidag demo, 200 participants x 5 atlases x 5 targets) ----"
+  awk -v tsv="$TSV" -v section=demo '
+    /^#/ || NF < 2 { next }
+    { v[$1] = $2 }
+    function get(n) { return (n in v) ? v[n] : "-" }
+    function row(what, peer, nd, goal, ok) {
+      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
+      if (what != "metric" && nd != "-")
+        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
+    }
+    function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
+    function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
+    END {
+      row("metric", "peer", "nidag", "goal", "")
+      row("cold incl. cohort s", "-", get("demo_cold_with_cohort_s"), "< 60", le("demo_cold_with_cohort_s", 60))
+      row("cold, cohort present s", "-", get("demo_cold_s"), "", "")
+      row("warm rerun s", "-", get("demo_warm_s"), "", "")
+      row("warm speedup x", "-", get("demo_warm_speedup"), ">= 50", ge("demo_warm_speedup", 50))
+      row("warm images loaded", "-", get("demo_warm_images_loaded"), "0", le("demo_warm_images_loaded", 0))
+      row("add one atlas s", "-", get("demo_add_atlas_s"), "", "")
+      row("add one atlas / cold", "-", get("demo_add_atlas_share"), "<= 0.25", le("demo_add_atlas_share", 0.25))
+      row("same bits 1/2 threads, cold/warm", "-", get("demo_checksums_equal"), "1", ge("demo_checksums_equal", 1))
+    }' "$OUT"
+fi
+echo "# full output kept in $OUT; summary rows in $TSV (bench/perf_table.sh $TSV prints them as markdown)"
 exit "$status"
