@@ -1,6 +1,6 @@
 /* Private helpers shared by grid.c, resample.c, atlas.c and parcellate.c:
- * element access for any dtype, affine formatting, and the atlas label scan
- * that nd_atlas_labels and nd_parcellate both use. */
+ * element access for any dtype, affine formatting, and the atlas scan (runs
+ * of labels) that nd_atlas_labels and nd_parcellate both use. */
 #ifndef NIDAG_NEURO_PARC_INT_H
 #define NIDAG_NEURO_PARC_INT_H
 
@@ -26,33 +26,45 @@ static inline double nd__elem_f64(const void *data, nd_dtype dt, size_t i) {
   return 0.0;
 }
 
-/* Element i of an atlas already validated by nd__atlas_scan (every value a
- * non-negative integer that fits int64) as its label. */
-static inline int64_t nd__elem_label(const void *data, nd_dtype dt, size_t i) {
-  switch (dt) {
-    case ND_U8: return ((const uint8_t *)data)[i];
-    case ND_I8: return ((const int8_t *)data)[i];
-    case ND_U16: return ((const uint16_t *)data)[i];
-    case ND_I16: return ((const int16_t *)data)[i];
-    case ND_U32: return ((const uint32_t *)data)[i];
-    case ND_I32: return ((const int32_t *)data)[i];
-    case ND_U64: return (int64_t)((const uint64_t *)data)[i];
-    case ND_I64: return ((const int64_t *)data)[i];
-    case ND_F32: return (int64_t)((const float *)data)[i];
-    case ND_F64: return (int64_t)((const double *)data)[i];
-  }
-  return 0;
-}
-
 /* "(z, y, x) affine [[..], [..], [..]]" of a's last three axes, into buf. */
 void nd__format_grid(const nd_array *a, char *buf, size_t cap);
 
-/* Validate every value of a label atlas (non-negative integers, finite,
- * at most 2^53 for floats, fitting int64) and collect its sorted unique
- * non-zero labels into a new nd_malloc'd array (*labels, *n; NULL/0 when the
- * atlas has none). labels NULL: validate only (*n is 0). `what` names the
+/* Runs of consecutive voxels (flat index order) sharing a value: a label
+ * atlas's non-zero labels (nd__atlas_runs), or parcellation columns once
+ * parcellate.c has mapped them. Runs longer than UINT32_MAX voxels are
+ * split. The three arrays are nd_malloc'd and grow together (cap). */
+typedef struct nd__runs {
+  size_t *at;    /* first voxel of each run */
+  uint32_t *len; /* its voxel count, >= 1 */
+  int64_t *val;  /* its label (> 0) or column (>= 0) */
+  size_t n, cap;
+} nd__runs;
+
+void nd__runs_free(nd__runs *r); /* frees the arrays, leaves r empty */
+
+/* Append a run (split when len > UINT32_MAX). ND_ENOMEM. */
+int nd__runs_push_slow(nd__runs *r, size_t at, size_t len, int64_t val);
+static inline int nd__runs_push(nd__runs *r, size_t at, size_t len, int64_t val) {
+  if (r->n == r->cap || len > UINT32_MAX) return nd__runs_push_slow(r, at, len, val);
+  r->at[r->n] = at;
+  r->len[r->n] = (uint32_t)len;
+  r->val[r->n++] = val;
+  return 0;
+}
+
+/* Validate every value of a label atlas (non-negative integers; floats
+ * finite and at most 2^53; integers fitting int64) and collect its runs of
+ * equal non-zero labels, in one pass (*runs, empty when every voxel is 0;
+ * *max gets the largest label, 0 when none). On an invalid value nothing is
+ * returned and the message names the first offending voxel. `what` names the
  * array in messages ("atlas"). Errors (recorded with nd__nerr): ND_EINVAL,
  * ND_ENOMEM. */
-int nd__atlas_scan(const nd_array *atlas, const char *what, int64_t **labels, size_t *n);
+int nd__atlas_runs(const nd_array *atlas, const char *what, nd__runs *runs, int64_t *max);
+
+/* The sorted unique labels of runs from nd__atlas_runs (largest max) on an
+ * atlas of nvox voxels, into a new nd_malloc'd array (*labels, *n; NULL/0
+ * when there are none). Errors: ND_ENOMEM (recorded, naming `what`). */
+int nd__runs_labels(const nd__runs *runs, int64_t max, size_t nvox, const char *what,
+                    int64_t **labels, size_t *n);
 
 #endif /* NIDAG_NEURO_PARC_INT_H */

@@ -1,9 +1,12 @@
 /* Parcellation: one value per region (column) and volume (row).
  *
- * Label atlases: one pass over the voxels maps each voxel to its column (a
- * direct lookup table for labels below 2^20, else a binary search) and
- * builds per-column voxel lists in voxel order (CSR, by counting sort);
- * mean and sum use runs of equal columns instead (see "by runs" below).
+ * Label atlases: one pass over the voxels validates the atlas and cuts it
+ * into runs of equal labels (nd__atlas_runs, atlas.c); everything after
+ * works on the runs, far fewer than the voxels. Each run's label maps to its
+ * column (a direct lookup table for labels below 2^20, else a binary
+ * search), the mask splits runs, and mean and sum walk the runs (see "by
+ * runs" below); the other reductions expand them into per-column voxel
+ * lists in voxel order (CSR).
  * Probabilistic atlases: one list of (voxel, weight) per map, voxels with a
  * non-zero weight only. The output cells (t, column) are then computed in
  * parallel over the flattened cell range (row-major: consecutive cells share
@@ -189,8 +192,8 @@ static int pc_cells(void *arg, size_t lo, size_t hi) {
 /* ------------------------------------------------- mean and sum by runs */
 
 /* Mean and sum of a label atlas go through runs instead of voxel lists: the
- * atlas (mask applied) as maximal runs of consecutive voxels with the same
- * column, in voxel order. A task owns a group of up to PC_GROUP volumes and
+ * atlas (mask applied) as runs of consecutive voxels with the same column,
+ * in voxel order. A task owns a group of up to PC_GROUP volumes and
  * walks the runs once, keeping each (volume, column) running sum in the
  * output cell: every cell still sums its voxels in voxel order, starting
  * from 0.0, so the results are those of the voxel lists bit for bit, while
@@ -198,27 +201,20 @@ static int pc_cells(void *arg, size_t lo, size_t hi) {
  * independent additions to overlap. */
 #define PC_GROUP 4
 
-typedef struct pc_runs {
-  size_t *at; /* first voxel of each run */
-  uint32_t *len;
-  int32_t *col;
-  size_t nruns;
-} pc_runs;
-
 typedef struct pr_ctx {
   const void *img;
   bool f32;
   size_t nvox, ncols, nt;
-  const pc_runs *r;
-  double *out; /* (t, ncols), zeroed: the running sums */
+  const nd__runs *r; /* column runs */
+  double *out;       /* (t, ncols), zeroed: the running sums */
 } pr_ctx;
 
 #define PR_KERNEL(T)                                                           \
   do {                                                                         \
     const T *img_ = (const T *)c->img;                                         \
-    for (size_t k = 0; k < r->nruns; k++) {                                    \
+    for (size_t k = 0; k < r->n; k++) {                                        \
       const T *p = img_ + t0 * c->nvox + r->at[k];                             \
-      double *o = c->out + t0 * c->ncols + (size_t)r->col[k];                  \
+      double *o = c->out + t0 * c->ncols + (size_t)r->val[k];                  \
       size_t n = r->len[k], nv = c->nvox, nc = c->ncols;                       \
       if (g == 4) {                                                            \
         double a0 = o[0], a1 = o[nc], a2 = o[2 * nc], a3 = o[3 * nc];          \
@@ -241,7 +237,7 @@ typedef struct pr_ctx {
 
 static int pr_groups(void *arg, size_t lo, size_t hi) {
   const pr_ctx *c = arg;
-  const pc_runs *r = c->r;
+  const nd__runs *r = c->r;
   for (size_t grp = lo; grp < hi; grp++) {
     size_t t0 = grp * PC_GROUP;
     size_t g = c->nt - t0 < PC_GROUP ? c->nt - t0 : PC_GROUP;
@@ -249,6 +245,25 @@ static int pr_groups(void *arg, size_t lo, size_t hi) {
       PR_KERNEL(float);
     else
       PR_KERNEL(double);
+  }
+  return 0;
+}
+
+/* The sums by runs, then the means. A single group (a 3D image, or up to
+ * PC_GROUP volumes) runs here: the pool could not split it anyway. */
+static int pr_reduce(pr_ctx *pr, const size_t *start, bool sum) {
+  size_t ncols = pr->ncols, nt = pr->nt, ngroups = (nt + PC_GROUP - 1) / PC_GROUP;
+  double *sums = pr->out;
+  memset(sums, 0, nt * ncols * sizeof *sums);
+  int rc = ngroups == 1 ? pr_groups(pr, 0, 1)
+                        : nd_parallel_for(NULL, 0, ngroups, ND_DYNAMIC, 1, pr_groups, pr);
+  if (rc) return nd__nerr(rc, "parcellate: %s", nd_strerror(rc));
+  for (size_t col = 0; col < ncols; col++) {
+    size_t n = start[col + 1] - start[col];
+    for (size_t t = 0; t < nt; t++) {
+      double *x = &sums[t * ncols + col];
+      *x = n == 0 ? NAN : sum ? *x : *x / (double)n;
+    }
   }
   return 0;
 }
@@ -278,22 +293,17 @@ static int64_t pc_find(const int64_t *labels, size_t n, int64_t l) {
 
 #define PC_LUT_MAX ((int64_t)1 << 20) /* 4 MiB of int32 */
 
-/* A label atlas's voxel -> column map (mask applied): a direct lookup table
- * for labels below PC_LUT_MAX, else a binary search in the sorted labels. */
+/* Label -> column: a direct lookup table for labels below PC_LUT_MAX, else
+ * a binary search in the sorted labels. */
 typedef struct pc_colmap {
-  const void *ad;
-  nd_dtype adt;
-  const uint8_t *keep;
   const int64_t *labels;
   size_t ncols;
   int64_t lmax;
   int32_t *lut; /* NULL: binary search */
 } pc_colmap;
 
-static int pc_colmap_init(pc_colmap *m, const nd_array *atlas, const uint8_t *keep,
-                          const int64_t *labels, size_t ncols) {
-  *m = (pc_colmap){.ad = nd_array_data(atlas), .adt = nd_array_dtype(atlas), .keep = keep,
-                   .labels = labels, .ncols = ncols, .lmax = ncols ? labels[ncols - 1] : 0};
+static int pc_colmap_init(pc_colmap *m, const int64_t *labels, size_t ncols) {
+  *m = (pc_colmap){.labels = labels, .ncols = ncols, .lmax = ncols ? labels[ncols - 1] : 0};
   if (ncols == 0 || m->lmax >= PC_LUT_MAX) return 0;
   m->lut = nd_malloc((size_t)(m->lmax + 1) * sizeof *m->lut);
   if (!m->lut) return ND_ENOMEM;
@@ -302,96 +312,111 @@ static int pc_colmap_init(pc_colmap *m, const nd_array *atlas, const uint8_t *ke
   return 0;
 }
 
-/* Column of voxel v, or -1 (masked out, background or an unlisted label). */
-static inline int32_t pc_colmap_get(const pc_colmap *m, size_t v) {
-  if (m->keep && !m->keep[v]) return -1;
-  int64_t l = nd__elem_label(m->ad, m->adt, v);
-  if (l == 0) return -1;
+/* Column of label l (> 0), or -1 (not a column). */
+static inline int64_t pc_colmap_get(const pc_colmap *m, int64_t l) {
   if (m->lut) return l <= m->lmax ? m->lut[l] : -1;
-  return (int32_t)pc_find(m->labels, m->ncols, l);
+  return pc_find(m->labels, m->ncols, l);
 }
 
-/* CSR of the label atlas's voxels per column (mask applied). */
-static int pc_label_csr(const pc_colmap *m, size_t nvox, size_t **startp, size_t **voxp) {
-  size_t ncols = m->ncols;
-  int32_t *colof = nd_malloc((nvox ? nvox : 1) * sizeof *colof);
+/* Turn the atlas's label runs into column runs, in voxel order: runs of a
+ * label that is not a column are dropped and, under a mask, a run keeps its
+ * voxels where keep is set, as sub-runs (new arrays; without a mask the runs
+ * are rewritten in place). */
+static int pc_column_runs(nd__runs *r, const pc_colmap *m, const uint8_t *keep) {
+  nd__runs out = {0};
+  size_t k = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    int64_t col = pc_colmap_get(m, r->val[i]);
+    if (col < 0) continue;
+    if (!keep) {
+      r->at[k] = r->at[i];
+      r->len[k] = r->len[i];
+      r->val[k++] = col;
+      continue;
+    }
+    for (size_t a = r->at[i], e = a + r->len[i]; a < e;) {
+      while (a < e && !keep[a]) a++;
+      size_t b = a;
+      while (b < e && keep[b]) b++;
+      if (b > a && nd__runs_push(&out, a, b - a, col)) {
+        nd__runs_free(&out);
+        return nd__nerr(ND_ENOMEM, "parcellate: out of memory for the atlas runs");
+      }
+      a = b;
+    }
+  }
+  if (!keep) {
+    r->n = k;
+  } else {
+    nd__runs_free(r);
+    *r = out;
+  }
+  return 0;
+}
+
+/* The voxel count of each column, as CSR offsets (ncols + 1). */
+static size_t *pc_run_counts(const nd__runs *r, size_t ncols) {
   size_t *start = nd_calloc(ncols + 1, sizeof *start);
-  if (!colof || !start) {
-    nd_free(colof);
-    nd_free(start);
-    return nd__nerr(ND_ENOMEM, "parcellate: out of memory for the voxel lists");
-  }
-  for (size_t v = 0; v < nvox; v++) {
-    int32_t col = pc_colmap_get(m, v);
-    colof[v] = col;
-    if (col >= 0) start[col + 1]++;
-  }
+  if (!start) return NULL;
+  for (size_t k = 0; k < r->n; k++) start[r->val[k] + 1] += r->len[k];
   for (size_t i = 0; i < ncols; i++) start[i + 1] += start[i];
+  return start;
+}
+
+/* The voxel lists (CSR, each in voxel order) of the column runs. */
+static size_t *pc_run_voxels(const nd__runs *r, const size_t *start, size_t ncols) {
   size_t total = start[ncols];
   size_t *vox = nd_malloc((total ? total : 1) * sizeof *vox);
   size_t *fill = nd_malloc((ncols ? ncols : 1) * sizeof *fill);
   if (!vox || !fill) {
     nd_free(vox);
     nd_free(fill);
-    nd_free(colof);
-    nd_free(start);
-    return nd__nerr(ND_ENOMEM, "parcellate: out of memory for the voxel lists");
+    return NULL;
   }
   memcpy(fill, start, ncols * sizeof *fill);
-  for (size_t v = 0; v < nvox; v++)
-    if (colof[v] >= 0) vox[fill[colof[v]]++] = v;
+  for (size_t k = 0; k < r->n; k++) {
+    size_t *dst = vox + fill[r->val[k]];
+    for (size_t i = 0; i < r->len[k]; i++) dst[i] = r->at[k] + i;
+    fill[r->val[k]] += r->len[k];
+  }
   nd_free(fill);
-  nd_free(colof);
-  *startp = start;
-  *voxp = vox;
-  return 0;
+  return vox;
 }
 
-static void pc_runs_free(pc_runs *r) {
-  nd_free(r->at);
-  nd_free(r->len);
-  nd_free(r->col);
-  *r = (pc_runs){0};
-}
-
-/* The runs of the label atlas (mask applied, into *runs) and the voxel count
- * of each column, as CSR offsets (*startp, ncols + 1) like pc_label_csr's. */
-static int pc_label_runs(const pc_colmap *m, size_t nvox, size_t **startp, pc_runs *runs) {
-  size_t ncols = m->ncols;
-  size_t *start = nd_calloc(ncols + 1, sizeof *start);
-  size_t cap_at = 0, cap_len = 0, cap = 0, nr = 0; /* cap: of all three */
-  pc_runs r = {0};
-  int rc = start ? 0 : ND_ENOMEM;
-  int32_t cur = -1;
-  for (size_t v = 0; v < nvox && !rc; v++) {
-    int32_t cv = pc_colmap_get(m, v);
-    if (cv >= 0) {
-      start[cv + 1]++;
-      if (cv == cur && r.len[nr - 1] < UINT32_MAX) {
-        r.len[nr - 1]++;
-      } else {
-        /* The three arrays grow together (the same capacities). */
-        if (nr == cap &&
-            ((rc = nd__grow((void **)&r.at, &cap_at, nr + 1, sizeof *r.at)) ||
-             (rc = nd__grow((void **)&r.len, &cap_len, nr + 1, sizeof *r.len)) ||
-             (rc = nd__grow((void **)&r.col, &cap, nr + 1, sizeof *r.col))))
-          break;
-        r.at[nr] = v;
-        r.len[nr] = 1;
-        r.col[nr++] = cv;
-      }
-    }
-    cur = cv;
+/* A label atlas's columns (*ownp: its own labels, unless o->labels gives
+ * them), the voxel count of each (*startp, CSR offsets) and either the column
+ * runs (by_runs) or the voxel lists (*voxp), mask applied. */
+static int pc_label_setup(const nd_array *atlas, const nd_parcellate_opts *o,
+                          const uint8_t *keep, bool by_runs, int64_t **ownp, size_t *ncolsp,
+                          size_t **startp, size_t **voxp, nd__runs *runs) {
+  int64_t amax = 0;
+  size_t ncols = 0;
+  int rc = nd__atlas_runs(atlas, "atlas", runs, &amax);
+  /* With the labels given, the atlas's own are not collected. */
+  if (rc == 0 && !o->labels)
+    rc = nd__runs_labels(runs, amax, nd_array_count(atlas), "atlas", ownp, &ncols);
+  if (rc) return rc;
+  if (ncols > INT32_MAX) return nd__nerr(ND_EINVAL, "parcellate: too many labels (%zu)", ncols);
+  const int64_t *labels = *ownp;
+  if (o->labels) {
+    labels = nd_array_data(o->labels);
+    ncols = nd_array_count(o->labels);
+  } else if (ncols == 0) {
+    return nd__nerr(ND_ENOTFOUND, "parcellate: the atlas has no labels (every voxel is 0)");
   }
-  if (rc) {
-    nd_free(start);
-    pc_runs_free(&r);
-    return nd__nerr(ND_ENOMEM, "parcellate: out of memory for the atlas runs");
-  }
-  for (size_t i = 0; i < ncols; i++) start[i + 1] += start[i];
-  r.nruns = nr;
-  *startp = start;
-  *runs = r;
+  *ncolsp = ncols;
+  pc_colmap map;
+  if (pc_colmap_init(&map, labels, ncols))
+    return nd__nerr(ND_ENOMEM, "parcellate: out of memory for the label table");
+  rc = pc_column_runs(runs, &map, keep);
+  nd_free(map.lut);
+  if (rc) return rc;
+  *startp = pc_run_counts(runs, ncols);
+  if (!*startp) return nd__nerr(ND_ENOMEM, "parcellate: out of memory for the column counts");
+  if (by_runs) return 0;
+  *voxp = pc_run_voxels(runs, *startp, ncols);
+  nd__runs_free(runs); /* the voxel lists replace them */
+  if (!*voxp) return nd__nerr(ND_ENOMEM, "parcellate: out of memory for the voxel lists");
   return 0;
 }
 
@@ -539,33 +564,13 @@ int nd_parcellate(const nd_array *img, const nd_array *atlas, const nd_parcellat
   size_t ncols = 0, *start = NULL, *vox = NULL;
   double *w = NULL, *wsum = NULL;
   bool by_runs = !prob && (o->reduce == ND_REDUCE_MEAN || o->reduce == ND_REDUCE_SUM);
-  pc_runs runs = {0};
+  nd__runs runs = {0};
   int rc = 0;
   if (prob) {
     ncols = nd_array_shape(atlas)[0];
     rc = pc_prob_csr(atlas, keep, ncols, nvox, &start, &vox, &w, &wsum);
   } else {
-    /* With the labels given, the atlas is only validated: its own labels
-     * would be collected for nothing. */
-    rc = nd__atlas_scan(atlas, "atlas", o->labels ? NULL : &own, &ncols);
-    if (rc == 0 && ncols > INT32_MAX)
-      rc = nd__nerr(ND_EINVAL, "parcellate: too many labels (%zu)", ncols);
-    if (rc == 0) {
-      const int64_t *labels = own;
-      if (o->labels) {
-        labels = nd_array_data(o->labels);
-        ncols = nd_array_count(o->labels);
-      } else if (ncols == 0) {
-        rc = nd__nerr(ND_ENOTFOUND, "parcellate: the atlas has no labels (every voxel is 0)");
-      }
-      pc_colmap map = {0};
-      if (rc == 0 && pc_colmap_init(&map, atlas, keep, labels, ncols))
-        rc = nd__nerr(ND_ENOMEM, "parcellate: out of memory for the label table");
-      if (rc == 0)
-        rc = by_runs ? pc_label_runs(&map, nvox, &start, &runs)
-                     : pc_label_csr(&map, nvox, &start, &vox);
-      nd_free(map.lut);
-    }
+    rc = pc_label_setup(atlas, o, keep, by_runs, &own, &ncols, &start, &vox, &runs);
   }
   nd_free(keep);
   nd_array *res = NULL, *emp = NULL;
@@ -593,20 +598,9 @@ int nd_parcellate(const nd_array *img, const nd_array *atlas, const nd_parcellat
     }
     size_t ncells = nt * ncols;
     if (by_runs && ncells > 0) {
-      double *sums = c.out;
-      memset(sums, 0, ncells * sizeof *sums);
       pr_ctx pr = {.img = c.img, .f32 = c.f32, .nvox = nvox, .ncols = ncols, .nt = nt,
-                   .r = &runs, .out = sums};
-      rc = nd_parallel_for(NULL, 0, (nt + PC_GROUP - 1) / PC_GROUP, ND_DYNAMIC, 1, pr_groups,
-                           &pr);
-      if (rc) rc = nd__nerr(rc, "parcellate: %s", nd_strerror(rc));
-      for (size_t col = 0; rc == 0 && col < ncols; col++) {
-        size_t n = start[col + 1] - start[col];
-        for (size_t t = 0; t < nt; t++) {
-          double *x = &sums[t * ncols + col];
-          *x = n == 0 ? NAN : o->reduce == ND_REDUCE_SUM ? *x : *x / (double)n;
-        }
-      }
+                   .r = &runs, .out = c.out};
+      rc = pr_reduce(&pr, start, o->reduce == ND_REDUCE_SUM);
     } else if (ncells > 0) {
       rc = nd_parallel_for(NULL, 0, ncells, ND_DYNAMIC, 0, pc_cells, &c);
       if (rc) rc = nd__nerr(rc, "parcellate: %s", nd_strerror(rc));
@@ -620,7 +614,7 @@ int nd_parcellate(const nd_array *img, const nd_array *atlas, const nd_parcellat
   nd_free(own);
   nd_free(start);
   nd_free(vox);
-  pc_runs_free(&runs);
+  nd__runs_free(&runs);
   nd_free(w);
   nd_free(wsum);
   if (rc) {
