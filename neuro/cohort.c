@@ -114,6 +114,15 @@ static int file_digest(const char *path, nd_hash128 *out) {
   return rc;
 }
 
+/* The same digest through a cache's stat memo: an unchanged file is only
+ * stat'ed. A failure to read it is treated like a changed file (the map is
+ * regenerated), as file_digest's would be. */
+static int memo_digest(nd_cache *memo, const char *path, nd_hash128 *out) {
+  struct stat st;
+  if (stat(path, &st) != 0) return ND_ENOTFOUND;
+  return nd_cache_file_digest(memo, path, out, NULL) == ND_OK ? ND_OK : ND_ENOTFOUND;
+}
+
 /* Write data to a temporary file next to path and rename it over path. */
 static int write_atomic(const char *path, const void *data, size_t len) {
   char tmp[PATH_CAP + 16];
@@ -268,6 +277,7 @@ typedef struct gen_ctx {
   const nd__cohort_sub *subs;
   job *jobs;
   const manifest *old;
+  nd_cache *memo; /* file-digest memo (nd_cohort_opts.memo), or NULL */
   const nd__cohort_space *space;
   size_t *todo; /* indices of the jobs to generate */
 } gen_ctx;
@@ -289,7 +299,7 @@ static int check_jobs(void *arg, size_t lo, size_t hi) {
     char path[PATH_CAP];
     nd_hash128 d;
     int rc = join(c->dir, j->rel, path);
-    if (rc == ND_OK) rc = file_digest(path, &d);
+    if (rc == ND_OK) rc = c->memo ? memo_digest(c->memo, path, &d) : file_digest(path, &d);
     if (rc == ND_OK) {
       j->need = !nd_hash128_eq(d, e->digest);
       j->digest = d;
@@ -394,7 +404,7 @@ static int do_maps(run *r, nd_hash128 atlases) {
     r->jobs[i].key = map_key(atlases, r->o.seed, i, r->o.gz_level);
   }
   gen_ctx c = {.dir = r->dir, .seed = r->o.seed, .level = r->o.gz_level, .pool = r->o.pool,
-               .subs = r->subs, .jobs = r->jobs, .old = &r->old};
+               .subs = r->subs, .jobs = r->jobs, .old = &r->old, .memo = r->o.memo};
   int rc = nd_parallel_for(r->o.pool, 0, n, ND_DYNAMIC, 1, check_jobs, &c);
   if (rc == ND_OK) rc = first_failure(r->jobs, n);
   if (rc) return rc;

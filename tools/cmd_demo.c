@@ -488,9 +488,9 @@ static void reset_graph(demo_run *d) {
   d->g = NULL;
 }
 
-static int prepare_cohort(const demo_opts *o, nd_pool *pool) {
+static int prepare_cohort(const demo_opts *o, nd_pool *pool, nd_cache *memo) {
   nd_cohort_opts co = {.participants = o->participants, .seed = o->seed,
-                       .templates = o->templates, .pool = pool};
+                       .templates = o->templates, .pool = pool, .memo = memo};
   nd_cohort_report rep = {0};
   int rc = nd_cohort_generate(o->cohort, &co, &rep);
   if (rc) {
@@ -527,14 +527,6 @@ int cli_demo(int argc, char **argv, const char *cache_dir) {
   nd_cache *cache = NULL;
   int status = EXIT_RUN_FAILED;
   char *tsv = NULL;
-  if (!o.no_generate && prepare_cohort(&o, pool)) goto done;
-  tsv = path_join(o.cohort, "participants.tsv");
-  if (!tsv || nd_participants_read(tsv, &d.parts)) {
-    fprintf(stderr, "nidag demo: %s\n", tsv ? nd_neuro_errmsg() : "out of memory");
-    goto done;
-  }
-  d.excluded = calloc(d.parts->n ? d.parts->n : 1, sizeof *d.excluded);
-  if (!d.excluded || choose_targets(&d)) goto done;
   if (!o.no_cache) {
     nd_cache_opts co = {.dir = o.cache_dir};
     if (nd_cache_open(&cache, &co)) {
@@ -542,6 +534,14 @@ int cli_demo(int argc, char **argv, const char *cache_dir) {
       goto done;
     }
   }
+  if (!o.no_generate && prepare_cohort(&o, pool, cache)) goto done;
+  tsv = path_join(o.cohort, "participants.tsv");
+  if (!tsv || nd_participants_read(tsv, &d.parts)) {
+    fprintf(stderr, "nidag demo: %s\n", tsv ? nd_neuro_errmsg() : "out of memory");
+    goto done;
+  }
+  d.excluded = calloc(d.parts->n ? d.parts->n : 1, sizeof *d.excluded);
+  if (!d.excluded || choose_targets(&d)) goto done;
   struct sigaction sa = {0}, old_sa;
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, &old_sa);

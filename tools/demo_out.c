@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "demo_int.h"
 
@@ -62,25 +63,60 @@ void demo_checksum(const demo_result *r, size_t ntargets, size_t natlas) {
   printf("checksum %s\n", hex);
 }
 
-static FILE *open_out(const char *dir, const char *name, char *path, size_t cap) {
-  snprintf(path, cap, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  if (!f) fprintf(stderr, "nidag demo: cannot write '%s'\n", path);
-  return f;
+/* An output file built in memory and written only when its bytes differ
+ * from the file already there, so an unchanged rerun rewrites nothing and
+ * keeps every mtime (and the plot need not be rendered again). */
+typedef struct out_file {
+  char path[4096];
+  char *buf;
+  size_t len;
+  FILE *f;
+} out_file;
+
+static FILE *open_out(const char *dir, const char *name, out_file *o) {
+  snprintf(o->path, sizeof o->path, "%s/%s", dir, name);
+  o->buf = NULL;
+  o->len = 0;
+  o->f = open_memstream(&o->buf, &o->len);
+  if (!o->f) fprintf(stderr, "nidag demo: out of memory for '%s'\n", o->path);
+  return o->f;
 }
 
-static int close_out(FILE *f, const char *path) {
-  if (ferror(f) | (fclose(f) != 0)) {
-    fprintf(stderr, "nidag demo: writing '%s' failed\n", path);
-    return -1;
+static bool same_as_file(const char *path, const char *buf, size_t len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return false;
+  bool same = true;
+  char chunk[65536];
+  size_t off = 0, n;
+  while (same && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    same = off + n <= len && memcmp(chunk, buf + off, n) == 0;
+    off += n;
   }
-  return 0;
+  same = same && !ferror(f) && off == len;
+  fclose(f);
+  return same;
+}
+
+/* -1 on a write error (said why), 0 when the file already held these bytes,
+ * 1 when it was written. */
+static int close_out(out_file *o) {
+  bool bad = ferror(o->f) != 0;
+  bad |= fclose(o->f) != 0;
+  int rc = bad ? -1 : 0;
+  if (!bad && !same_as_file(o->path, o->buf, o->len)) {
+    FILE *f = fopen(o->path, "wb");
+    rc = f && fwrite(o->buf, 1, o->len, f) == o->len ? 1 : -1;
+    if (f && fclose(f) != 0) rc = -1;
+  }
+  if (rc < 0) fprintf(stderr, "nidag demo: writing '%s' failed\n", o->path);
+  free(o->buf);
+  return rc;
 }
 
 static int write_csv(const char *dir, const demo_result *r, size_t ntargets,
                      const char *const *atlases, size_t natlas) {
-  char path[4096];
-  FILE *f = open_out(dir, "results.csv", path, sizeof path);
+  out_file o;
+  FILE *f = open_out(dir, "results.csv", &o);
   if (!f) return -1;
   fprintf(f, "target,metric,model,kind,fold,value\n");
   for (size_t t = 0; t < ntargets; t++)
@@ -94,7 +130,7 @@ static int write_csv(const char *dir, const demo_result *r, size_t ntargets,
               r[t].mean[m]);
       fprintf(f, "%s,%s,%s,%s,sd,%.17g\n", r[t].name, metric_name(&r[t]), name, kind, r[t].sd[m]);
     }
-  return close_out(f, path);
+  return close_out(&o) < 0 ? -1 : 0;
 }
 
 /* A JSON string (names here are plain identifiers, but escape anyway). */
@@ -115,8 +151,8 @@ static void json_num(FILE *f, double v) {
 
 static int write_json(const char *dir, const demo_result *r, size_t ntargets,
                       const char *const *atlases, size_t natlas, size_t participants) {
-  char path[4096];
-  FILE *f = open_out(dir, "results.json", path, sizeof path);
+  out_file o;
+  FILE *f = open_out(dir, "results.json", &o);
   if (!f) return -1;
   fprintf(f, "{\n  \"participants\": %zu,\n  \"outer_folds\": %d,\n  \"atlases\": [", participants,
           DEMO_FOLDS);
@@ -147,15 +183,15 @@ static int write_json(const char *dir, const demo_result *r, size_t ntargets,
     fprintf(f, "    }}%s\n", t + 1 < ntargets ? "," : "");
   }
   fputs("  ]\n}\n", f);
-  return close_out(f, path);
+  return close_out(&o) < 0 ? -1 : 0;
 }
 
 /* strategies.dat (one block per target) and strategies.gp; then gnuplot. */
 /* 1 when the SVG was rendered, 0 when not (said why), -1 on a write error. */
 static int write_plot(const char *dir, const demo_result *r, size_t ntargets,
                       const char *const *atlases, size_t natlas) {
-  char path[4096];
-  FILE *f = open_out(dir, "strategies.dat", path, sizeof path);
+  out_file o;
+  FILE *f = open_out(dir, "strategies.dat", &o);
   if (!f) return -1;
   for (size_t t = 0; t < ntargets; t++) {
     fprintf(f, "# %s (%s)\n", r[t].name, r[t].binary ? "ROC AUC" : "R2");
@@ -163,8 +199,9 @@ static int write_plot(const char *dir, const demo_result *r, size_t ntargets,
       fprintf(f, "%zu %s %.6f %.6f\n", m, model_name(atlases, natlas, m), r[t].mean[m], r[t].sd[m]);
     fprintf(f, "\n\n");
   }
-  if (close_out(f, path)) return -1;
-  f = open_out(dir, "strategies.gp", path, sizeof path);
+  int changed = close_out(&o);
+  if (changed < 0) return -1;
+  f = open_out(dir, "strategies.gp", &o);
   if (!f) return -1;
   size_t cols = ntargets < 3 ? ntargets : 3, rows = (ntargets + cols - 1) / cols;
   fprintf(f,
@@ -190,7 +227,12 @@ static int write_plot(const char *dir, const demo_result *r, size_t ntargets,
             t, natlas, t);
   }
   fprintf(f, "unset multiplot\n");
-  if (close_out(f, path)) return -1;
+  int gp = close_out(&o);
+  if (gp < 0) return -1;
+  /* the same script over the same data: the plot there is this plot */
+  char svg[4200];
+  snprintf(svg, sizeof svg, "%s/strategies.svg", dir);
+  if (changed == 0 && gp == 0 && access(svg, R_OK) == 0) return 1;
   /* render: gnuplot is optional (README); run it in dir */
   char cmd[8300];
   snprintf(cmd, sizeof cmd, "cd '%s' && gnuplot strategies.gp 2>/dev/null", dir);

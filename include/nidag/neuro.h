@@ -234,6 +234,10 @@ typedef struct nd_cohort_opts {
                             NULL: /usr/share/mricron/templates */
   nd_pool *pool;         /* NULL: the global pool */
   int gz_level;          /* of the maps, 1..9; 0: 1 */
+  nd_cache *memo;        /* a cache whose file-digest memo answers for maps whose
+                            stat is unchanged (nd_cache_file_digest), so a check
+                            of an unchanged cohort reads no map; NULL: every map
+                            is read and hashed */
 } nd_cohort_opts;
 
 typedef struct nd_cohort_report {
