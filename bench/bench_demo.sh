@@ -10,6 +10,7 @@
 #   demo_add_atlas_s          the experiment with the fifth atlas added to a
 #                             cache holding the other four
 #   demo_add_atlas_share      demo_add_atlas_s / demo_cold_s
+#   demo_add_atlas_share_of_first  demo_add_atlas_s / demo_cold_with_cohort_s
 #   demo_checksums_equal      1 when cold, warm and 1-thread runs agree bit for bit
 #
 #   bench/bench_demo.sh [NIDAG] [--participants N] [--threads N]
@@ -69,8 +70,10 @@ echo "demo_cold_with_cohort_s $with_cohort s"
 echo "demo_cold_s $c s"
 echo "demo_warm_s $w s"
 awk -v c="$c" -v w="$w" 'BEGIN{printf "demo_warm_speedup %.1f x\n", c / w}'
+awk -v c="$with_cohort" -v w="$w" 'BEGIN{printf "demo_warm_speedup_of_first %.1f x\n", c / w}'
 echo "demo_warm_images_loaded $(field loaded warm1.log) images"
 echo "demo_add_atlas_s $a s"
 awk -v c="$c" -v a="$a" 'BEGIN{printf "demo_add_atlas_share %.3f ratio\n", a / c}'
+awk -v c="$with_cohort" -v a="$a" 'BEGIN{printf "demo_add_atlas_share_of_first %.3f ratio\n", a / c}'
 echo "demo_checksums_equal $same bool"
 [ "$same" = 1 ] && [ "$(field loaded warm1.log)" = 0 ]

@@ -363,9 +363,11 @@ if want demo; then
       row("cold, cohort present s", "-", get("demo_cold_s"), "", "")
       row("warm rerun s", "-", get("demo_warm_s"), "", "")
       row("warm speedup x", "-", get("demo_warm_speedup"), ">= 50", ge("demo_warm_speedup", 50))
+      row("warm speedup x, vs first run", "-", get("demo_warm_speedup_of_first"), ">= 50", ge("demo_warm_speedup_of_first", 50))
       row("warm images loaded", "-", get("demo_warm_images_loaded"), "0", le("demo_warm_images_loaded", 0))
       row("add one atlas s", "-", get("demo_add_atlas_s"), "", "")
       row("add one atlas / cold", "-", get("demo_add_atlas_share"), "<= 0.25", le("demo_add_atlas_share", 0.25))
+      row("add one atlas / first run", "-", get("demo_add_atlas_share_of_first"), "<= 0.25", le("demo_add_atlas_share_of_first", 0.25))
       row("same bits 1/2 threads, cold/warm", "-", get("demo_checksums_equal"), "1", ge("demo_checksums_equal", 1))
     }' "$OUT"
 fi
