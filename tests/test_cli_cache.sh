@@ -66,18 +66,20 @@ has_err "--yes"
 expect 2 "$NIDAG" --cache "$T/c" version
 
 # ---------------------------------------------------------------- the demo
-# Cold, then answered from the cache with the same checksum, then without one.
-expect 0 "$NIDAG" demo --participants 8 --cache "$T/demo"
-has "computed 39, cache hits 0"
+# Cold, then answered from the cache with the same checksum, then without one
+# (a small cohort in $T/cohort, two atlases, one target).
+DEMO=(demo --participants 20 --atlases aal,jhu --targets score_a --quiet)
+expect 0 "$NIDAG" "${DEMO[@]}" --cache "$T/demo"
+has "cache hits 0,"
 grep '^checksum ' "$T/out" >"$T/sum1"
-expect 0 "$NIDAG" --cache "$T/demo" demo --participants 8 --threads 1
-has "computed 0, cache hits 4"
+expect 0 "$NIDAG" --cache "$T/demo" "${DEMO[@]}" --threads 1
+has "run: computed 0,"
 grep '^checksum ' "$T/out" | cmp -s - "$T/sum1" || fail "cached demo checksum differs"
-expect 0 "$NIDAG" demo --participants 8 --no-cache
-has "cache: none"
+expect 0 "$NIDAG" "${DEMO[@]}" --no-cache
+has "cache none (--no-cache)"
 grep '^checksum ' "$T/out" | cmp -s - "$T/sum1" || fail "uncached demo checksum differs"
-expect 0 "$NIDAG" cache why "fit aal" --cache "$T/demo"
-has "fit aal"
+expect 0 "$NIDAG" cache why "features aal" --cache "$T/demo"
+has "features aal"
 
 # ---------------------------------------------------------------- no cache yet
 for cmd in stats verify compact "why fit"; do
