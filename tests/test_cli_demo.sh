@@ -119,6 +119,13 @@ has_err "sub-0005"
 expect 0 "${BASE[@]}" --cohort own --no-generate --skip-bad
 has_err "leaving out participant sub-0005"
 has_out "experiment: 59 participants"
+# a missing participant file: the same, naming the participant
+rm own/sub-0009/anat/sub-0009_map.nii.gz
+expect 1 "${BASE[@]}" --cohort own --no-generate
+has_err "sub-0009"
+expect 0 "${BASE[@]}" --cohort own --no-generate --skip-bad
+has_err "leaving out participant sub-0009"
+has_out "experiment: 58 participants"
 
 # 7. killed halfway (one thread, every atlas and target, so it is still
 # running after a second): what was finished is reused

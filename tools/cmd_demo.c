@@ -56,9 +56,13 @@ const size_t DEMO_NATLASES = sizeof DEMO_ATLASES / sizeof DEMO_ATLASES[0];
 
 static atomic_int g_cancel;
 
+/* The first Ctrl-C cancels the run (nothing finished is lost); a second
+ * one, e.g. while a large file is being hashed, ends the process at once. */
 static void on_sigint(int sig) {
-  (void)sig;
-  atomic_store(&g_cancel, 1);
+  if (atomic_exchange(&g_cancel, 1) != 0) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -404,7 +408,10 @@ static int run_graph(demo_run *d, nd_cache *cache, nd_pool *pool, nd_graph_stats
 static bool exclude_bad(demo_run *d) {
   bool any = false;
   for (size_t k = 0; k < d->nkept; k++) {
-    if (nd_graph_state(d->g, d->loads[k]) != ND_GNODE_FAILED) continue;
+    /* a load fails on a bad file, and is skipped when its file node failed
+     * (a missing file): either way the participant is unreadable */
+    nd_graph_node_state st = nd_graph_state(d->g, d->loads[k]);
+    if (st != ND_GNODE_FAILED && st != ND_GNODE_SKIPPED) continue;
     size_t i = d->kept_index[k];
     const char *msg = "";
     nd_graph_error(d->g, d->loads[k], &msg);
