@@ -8,6 +8,7 @@
 # Needs the MRIcron atlases (default /usr/share/mricron/templates); exits 77
 # (skipped) when they are not installed.
 set -euo pipefail
+CLI_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cli_lib.sh" # before any cd
 
 NIDAG=$(realpath "${1:?usage: test_cli_cohort.sh NIDAG [TEMPLATES_DIR]}")
 A=${2:-/usr/share/mricron/templates}
@@ -22,23 +23,8 @@ T=$(mktemp -d /tmp/nd-test-cli-cohort.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 cd "$T"
 
-fail() {
-  echo "FAIL: $*" >&2
-  echo "--- stdout" >&2
-  cat "$T/out" >&2 || true
-  echo "--- stderr" >&2
-  cat "$T/err" >&2 || true
-  exit 1
-}
-# expect CODE CMD...: run CMD (stdout to out, stderr to err), check its exit code.
-expect() {
-  local want=$1 rc=0
-  shift
-  "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" = "$want" ] || fail "exit $rc, wanted $want: $*"
-}
-has_out() { grep -qF -- "$1" "$T/out" || fail "stdout lacks '$1'"; }
-has_err() { grep -qF -- "$1" "$T/err" || fail "stderr lacks '$1'"; }
+# shellcheck source=cli_lib.sh
+source "$CLI_LIB"
 
 # ---------------------------------------------------------------- usage (2)
 expect 0 "$NIDAG" help

@@ -15,6 +15,7 @@
 #
 # Needs the MRIcron atlases; exits 77 (skipped) when they are not installed.
 set -euo pipefail
+CLI_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cli_lib.sh" # before any cd
 
 NIDAG=$(realpath "${1:?usage: test_cli_demo.sh NIDAG [TEMPLATES_DIR]}")
 A=${2:-/usr/share/mricron/templates}
@@ -29,23 +30,14 @@ T=$(mktemp -d /tmp/nd-test-cli-demo.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 cd "$T"
 
-fail() {
-  echo "FAIL: $*" >&2
-  echo "--- stdout" >&2
-  cat "$T/out" >&2 || true
-  echo "--- stderr" >&2
-  cat "$T/err" >&2 || true
-  exit 1
-}
-# expect CODE ARGS...: run nidag demo ARGS (stdout to out, stderr to err).
-expect() {
-  local want=$1 rc=0
+# shellcheck source=cli_lib.sh
+source "$CLI_LIB"
+# run_demo CODE ARGS...: nidag demo ARGS on the 60-participant cohort.
+run_demo() {
+  local want=$1
   shift
-  "$NIDAG" demo --templates "$A" --participants 60 --quiet "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" = "$want" ] || fail "exit $rc, wanted $want: nidag demo $*"
+  expect "$want" "$NIDAG" demo --templates "$A" --participants 60 --quiet "$@"
 }
-has_out() { grep -qF -- "$1" "$T/out" || fail "stdout lacks '$1'"; }
-has_err() { grep -qF -- "$1" "$T/err" || fail "stderr lacks '$1'"; }
 # field NAME: the number after "NAME " in the run line ("computed 12,").
 field() { sed -n "s/^run:.*[ ,]$1 \([0-9][0-9]*\).*/\1/p" "$T/out" | head -n 1; }
 checksum() { sed -n 's/^checksum //p' "$T/out"; }
@@ -53,7 +45,7 @@ checksum() { sed -n 's/^checksum //p' "$T/out"; }
 BASE=(--atlases aal,jhu --targets score_a,group)
 
 # 1. cold
-expect 0 "${BASE[@]}"
+run_demo 0 "${BASE[@]}"
 has_out "experiment: 60 participants x 2 atlases x 2 targets"
 has_out "score_a "
 has_out "group "
@@ -73,21 +65,33 @@ if command -v gnuplot >/dev/null; then
 fi
 
 # 2. rerun from the cache
-expect 0 "${BASE[@]}"
+run_demo 0 "${BASE[@]}"
 [ "$(field computed)" = 0 ] || fail "rerun computed $(field computed) nodes"
 [ "$(field loaded)" = 0 ] || fail "rerun loaded $(field loaded) images"
 [ "$(checksum)" = "$sum" ] || fail "rerun checksum $(checksum) != $sum"
 
+# usage errors (2), and failures that say what is wrong (1)
+run_demo 2 --participants 50000
+has_err "--participants needs a whole number from 10 to 10000"
+run_demo 2 --targets ,
+has_err "--targets needs a comma-separated list"
+touch afile
+run_demo 1 "${BASE[@]}" --out afile
+has_err "cannot create 'afile': Not a directory"
+mkdir -p notarget && printf 'participant_id\tfamily_id\nsub-0001\tf1\n' >notarget/participants.tsv
+run_demo 1 --cohort notarget --no-generate
+has_err "notarget/participants.tsv has no numeric target column"
+
 # 3. threads, without the cache
-expect 0 "${BASE[@]}" --no-cache --threads 1
+run_demo 0 "${BASE[@]}" --no-cache --threads 1
 [ "$(checksum)" = "$sum" ] || fail "1 thread checksum $(checksum) != $sum"
-expect 0 "${BASE[@]}" --no-cache --threads 2
+run_demo 0 "${BASE[@]}" --no-cache --threads 2
 [ "$(checksum)" = "$sum" ] || fail "2 threads checksum $(checksum) != $sum"
 
 # 4. one more atlas: its 60 extractions, its resample, its features, its
 # fits (2 targets x 5 folds x 4) and the new pool's combine nodes; nothing
 # of aal or jhu
-expect 0 --atlases aal,jhu,brodmann --targets score_a,group
+run_demo 0 --atlases aal,jhu,brodmann --targets score_a,group
 added=$(field computed)
 [ "$(field loaded)" = 60 ] || fail "adding an atlas loaded $(field loaded) images, wanted 60 (loads are not cached)"
 # 60 image loads + the grid image's load + the atlas's load + its resample
@@ -100,45 +104,53 @@ want=$((60 + 1 + 1 + 1 + 60 + 1 + 40 + 2 * (15 + 1 + 3)))
 # cohort (a changed map is regenerated), so this runs on a copy of the data
 # with --no-generate, as on a user's own dataset.
 mkdir -p own && cp -r cohort/. own/
-expect 0 "${BASE[@]}" --cohort own --no-generate
+run_demo 0 "${BASE[@]}" --cohort own --no-generate
 [ "$(field computed)" = 0 ] || fail "a copied cohort recomputed $(field computed) nodes"
 # new content: the same participant from a cohort of another seed (a copy of
 # another participant's file would be that participant's content, whose
 # extractions are already cached: content addressing)
 "$NIDAG" cohort other --participants 7 --seed 2 --templates "$A" >/dev/null
 cp other/sub-0007/anat/sub-0007_map.nii.gz own/sub-0007/anat/sub-0007_map.nii.gz
-expect 0 "${BASE[@]}" --cohort own --no-generate
+run_demo 0 "${BASE[@]}" --cohort own --no-generate
 [ "$(field loaded)" = 1 ] || fail "a changed participant loaded $(field loaded) images, wanted 1"
 # its load, its 2 extractions, 2 features, and every fit downstream of them
 [ "$(field computed)" -lt "$cold_computed" ] || fail "a changed participant recomputed everything"
 
 # 6. a corrupt participant file
 head -c 1000 own/sub-0002/anat/sub-0002_map.nii.gz >own/sub-0005/anat/sub-0005_map.nii.gz
-expect 1 "${BASE[@]}" --cohort own --no-generate
+run_demo 1 "${BASE[@]}" --cohort own --no-generate
 has_err "sub-0005"
-expect 0 "${BASE[@]}" --cohort own --no-generate --skip-bad
+run_demo 0 "${BASE[@]}" --cohort own --no-generate --skip-bad
 has_err "leaving out participant sub-0005"
 has_out "experiment: 59 participants"
 # a missing participant file: the same, naming the participant
 rm own/sub-0009/anat/sub-0009_map.nii.gz
-expect 1 "${BASE[@]}" --cohort own --no-generate
+run_demo 1 "${BASE[@]}" --cohort own --no-generate
 has_err "sub-0009"
-expect 0 "${BASE[@]}" --cohort own --no-generate --skip-bad
+run_demo 0 "${BASE[@]}" --cohort own --no-generate --skip-bad
 has_err "leaving out participant sub-0009"
 has_out "experiment: 58 participants"
 
 # 7. killed halfway (one thread, every atlas and target, so it is still
 # running after a second): what was finished is reused
-expect 0 --no-cache --threads 1
+run_demo 0 --no-cache --threads 1
 full=$(field computed)
 full_sum=$(checksum)
 rm -rf .nidag
 NIDAG_THREADS=1 "$NIDAG" demo --templates "$A" --participants 60 --quiet >/dev/null 2>&1 &
 pid=$!
-sleep 1
+# kill it once some results are committed (at most 30 s), whatever the
+# machine's speed (ASan builds run this too)
+entries() { "$NIDAG" cache stats --json --cache .nidag 2>/dev/null | sed -n 's/.*"entries":\([0-9]*\).*/\1/p'; }
+for _ in $(seq 300); do
+  n=$(entries || true)
+  [ "${n:-0}" -ge 50 ] && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
 kill -9 "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
-expect 0
+run_demo 0
 hits=$(field hits)
 [ "$hits" -gt 0 ] || fail "the run after a kill found no cache hits"
 [ "$(field computed)" -lt "$full" ] || fail "the run after a kill recomputed everything"

@@ -6,6 +6,7 @@
 # Uses the MRIcron atlases (default /usr/share/mricron/templates); exits 77
 # (skipped) when they are not installed.
 set -euo pipefail
+CLI_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cli_lib.sh" # before any cd
 
 NIDAG=$(realpath "${1:?usage: test_cli_parcellate.sh NIDAG [TEMPLATES_DIR]}")
 A=${2:-/usr/share/mricron/templates}
@@ -20,22 +21,10 @@ trap 'rm -rf "$T"' EXIT
 unset NIDAG_CACHE
 cd "$T"
 
-fail() {
-  echo "FAIL: $*" >&2
-  echo "--- stdout (first 5 lines, 300 columns)" >&2
-  head -n 5 "$T/out" | cut -c1-300 >&2 || true
-  echo "--- stderr" >&2
-  cat "$T/err" >&2 || true
-  exit 1
-}
-# expect CODE CMD...: run CMD (stdout to out, stderr to err), check its exit code.
-expect() {
-  local want=$1 rc=0
-  shift
-  "$@" >"$T/out" 2>"$T/err" || rc=$?
-  [ "$rc" = "$want" ] || fail "exit $rc, wanted $want: $*"
-}
-has_err() { grep -qF -- "$1" "$T/err" || fail "stderr lacks '$1'"; }
+# shellcheck source=cli_lib.sh
+source "$CLI_LIB"
+# stdout here is wide TSV: its first 5 lines, 300 columns
+show_out() { head -n 5 "$T/out" | cut -c1-300; }
 # shape FILE ROWS COLS: a header plus ROWS rows, every line COLS tab-separated fields.
 shape() {
   awk -F'\t' -v rows="$2" -v cols="$3" '

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #define EXIT_USAGE 2
@@ -16,6 +17,10 @@ typedef struct nd_params nd_params;
  * argv[*i] is not opt (*i moves past a separate value); *missing is set
  * when opt has no value. */
 const char *cli_option_value(int argc, char **argv, int *i, const char *opt, bool *missing);
+
+/* cli_util.c. A decimal whole number in [lo, hi] (digits only: no sign, no
+ * space) into *out; false otherwise. */
+bool cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 
 /* Encode p into canonical params bytes (*bytes, nd_free them) and free p. */
 int cli_params_bytes(nd_params *p, void **bytes, size_t *len);

@@ -1,5 +1,7 @@
 /* Helpers shared by the nidag tool's commands (declared in cli.h): option
  * values and node params. Only the public API (nidag.h) is used. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -18,6 +20,16 @@ const char *cli_option_value(int argc, char **argv, int *i, const char *opt, boo
     return NULL;
   }
   return argv[++*i];
+}
+
+bool cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = (*s >= '0' && *s <= '9') ? strtoull(s, &end, 10) : 0;
+  if (!end || errno || *end || v < lo || v > hi)
+    return false;
+  *out = v;
+  return true;
 }
 
 int cli_params_bytes(nd_params *p, void **bytes, size_t *len) {

@@ -6,7 +6,6 @@
  *
  * A tool, not the library: it prints and returns exit codes. Only the public
  * API (nidag.h) is used. */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,16 +53,6 @@ static int usage_error(const char *fmt, ...) {
   return EXIT_USAGE;
 }
 
-/* A decimal whole number in [lo, hi], or false. */
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
-  char *end = NULL;
-  errno = 0;
-  unsigned long long v = (*s >= '0' && *s <= '9') ? strtoull(s, &end, 10) : 0;
-  if (!end || errno || *end || v < lo || v > hi) return false;
-  *out = v;
-  return true;
-}
-
 /* Parse argv (argv[0] is "cohort"). Returns 0 or EXIT_USAGE after printing. */
 static int parse_args(int argc, char **argv, cohort_cli *cli) {
   static const char *const VALUED[] = {"--participants", "--seed", "--templates", "--threads"};
@@ -88,12 +77,12 @@ static int parse_args(int argc, char **argv, cohort_cli *cli) {
     const char *name = VALUED[k];
     uint64_t n;
     if (!strcmp(name, "--participants")) {
-      if (!parse_u64(v, 1, ND_COHORT_MAX_PARTICIPANTS, &n))
+      if (!cli_parse_u64(v, 1, ND_COHORT_MAX_PARTICIPANTS, &n))
         return usage_error("--participants needs a whole number from 1 to %d, got '%s'",
                            ND_COHORT_MAX_PARTICIPANTS, v);
       cli->o.participants = (size_t)n;
     } else if (!strcmp(name, "--seed")) {
-      if (!parse_u64(v, 1, UINT64_MAX, &n))
+      if (!cli_parse_u64(v, 1, UINT64_MAX, &n))
         return usage_error("--seed needs a whole number from 1 to %" PRIu64 ", got '%s'",
                            UINT64_MAX, v);
       cli->o.seed = n;
@@ -101,7 +90,7 @@ static int parse_args(int argc, char **argv, cohort_cli *cli) {
       if (!*v) return usage_error("--templates needs a directory");
       cli->o.templates = v;
     } else { /* --threads */
-      if (!parse_u64(v, 1, CLI_MAX_THREADS, &n))
+      if (!cli_parse_u64(v, 1, CLI_MAX_THREADS, &n))
         return usage_error("--threads needs a whole number from 1 to %d, got '%s'",
                            CLI_MAX_THREADS, v);
       cli->threads = (unsigned)n;

@@ -22,6 +22,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -43,6 +44,8 @@
 #define DEMO_NC 6
 #define DEMO_MAX_TARGETS 64
 #define EXIT_INTERRUPTED 130
+#define DEMO_MIN_PARTICIPANTS (2 * DEMO_OUTER) /* build() needs two per outer fold */
+#define DEMO_LIST_CAP 4096                     /* the text of --atlases or --targets */
 
 const demo_atlas DEMO_ATLASES[] = {
     {"aal", "aal.nii.gz"},
@@ -89,7 +92,14 @@ static int mkdir_p(const char *dir) {
     if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
     *s = '/';
   }
-  return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
+  if (mkdir(buf, 0777) == 0) return 0;
+  struct stat st;
+  if (errno != EEXIST || stat(buf, &st) != 0) return -1;
+  if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return -1;
+  }
+  return 0;
 }
 
 /* Family ids as integer codes (first appearance order); a participant with
@@ -170,25 +180,28 @@ void cli_demo_usage(FILE *f) {
           "demo options:\n"
           "  --cohort DIR          the synthetic cohort (default ./cohort; generated on first\n"
           "                        use, then reused: only missing or changed files are rewritten)\n"
-          "  --participants N      cohort size, 10 to 100000 (default 200)\n"
-          "  --seed S              cohort seed (default 1)\n"
+          "  --participants N      cohort size, %d to %d (default %d)\n"
+          "  --seed S              cohort seed (default %d)\n"
           "  --no-generate         use DIR as it is (your own data in the same layout:\n"
           "                        participants.tsv, sub-X/anat/sub-X_map.nii.gz)\n"
           "  --atlases LIST        comma-separated, from aal,harvardoxford,brodmann,aicha,jhu\n"
           "                        (default all five)\n"
           "  --targets LIST        participants.tsv columns to predict (default all)\n"
           "  --out DIR             results.csv, results.json, strategies.svg (default ./results)\n"
-          "  --templates DIR       the atlases (default /usr/share/mricron/templates)\n"
+          "  --templates DIR       the atlases (default %s)\n"
           "  --skip-bad            leave out participants whose image cannot be read (a\n"
           "                        warning names each) instead of failing\n"
           "  --threads N           worker threads (default: NIDAG_THREADS, else the CPUs)\n"
           "  --cache DIR | --no-cache   the result cache (default NIDAG_CACHE, else ./.nidag)\n"
-          "  --quiet               no progress output\n");
+          "  --quiet               no progress output\n",
+          DEMO_MIN_PARTICIPANTS, ND_COHORT_MAX_PARTICIPANTS, ND_COHORT_DEFAULT_PARTICIPANTS,
+          ND_COHORT_DEFAULT_SEED, ND_COHORT_DEFAULT_TEMPLATES);
 }
 
-static int split_list(const char *s, const char **out, size_t max, size_t *n) {
-  static char buf[4096];
-  if (strlen(s) >= sizeof buf) return -1;
+/* Cut a comma-separated list into buf (DEMO_LIST_CAP bytes, which out then
+ * points into); -1 when it is too long, has more than max items or none. */
+static int split_list(const char *s, char *buf, const char **out, size_t max, size_t *n) {
+  if (strlen(s) >= DEMO_LIST_CAP) return -1;
   strcpy(buf, s);
   *n = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -198,35 +211,29 @@ static int split_list(const char *s, const char **out, size_t max, size_t *n) {
   return *n ? 0 : -1;
 }
 
-static int parse_count(const char *opt, const char *v, unsigned long long lo, unsigned long long hi,
-                       unsigned long long *out) {
-  char *end;
-  errno = 0;
-  unsigned long long x = strtoull(v, &end, 10);
-  if (errno || end == v || *end || x < lo || x > hi || v[0] == '-') {
-    fprintf(stderr, "nidag demo: %s needs a whole number from %llu to %llu, got '%s'\n", opt, lo,
-            hi, v);
-    return -1;
-  }
-  *out = x;
-  return 0;
+static int parse_count(const char *opt, const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
+  if (cli_parse_u64(v, lo, hi, out)) return 0;
+  fprintf(stderr, "nidag demo: %s needs a whole number from %" PRIu64 " to %" PRIu64 ", got '%s'\n",
+          opt, lo, hi, v);
+  return -1;
 }
 
 static int parse_opts(int argc, char **argv, const char *cache_dir, demo_opts *o) {
   *o = (demo_opts){.cohort = "cohort", .out = "results",
-                   .templates = "/usr/share/mricron/templates", .cache_dir = cache_dir,
-                   .participants = 200, .seed = 1};
+                   .templates = ND_COHORT_DEFAULT_TEMPLATES, .cache_dir = cache_dir,
+                   .participants = ND_COHORT_DEFAULT_PARTICIPANTS, .seed = ND_COHORT_DEFAULT_SEED};
   for (size_t a = 0; a < DEMO_NATLASES; a++) o->atlases[o->natlas++] = DEMO_ATLASES[a].name;
   for (int i = 1; i < argc; i++) {
     bool missing = false;
     const char *v;
-    unsigned long long x;
+    uint64_t x;
     if ((v = cli_option_value(argc, argv, &i, "--cohort", &missing))) o->cohort = v;
     else if ((v = cli_option_value(argc, argv, &i, "--out", &missing))) o->out = v;
     else if ((v = cli_option_value(argc, argv, &i, "--templates", &missing))) o->templates = v;
     else if ((v = cli_option_value(argc, argv, &i, "--cache", &missing))) o->cache_dir = v;
     else if ((v = cli_option_value(argc, argv, &i, "--participants", &missing))) {
-      if (parse_count("--participants", v, 10, 100000, &x)) return -1;
+      if (parse_count("--participants", v, DEMO_MIN_PARTICIPANTS, ND_COHORT_MAX_PARTICIPANTS, &x))
+        return -1;
       o->participants = (size_t)x;
     } else if ((v = cli_option_value(argc, argv, &i, "--seed", &missing))) {
       if (parse_count("--seed", v, 1, UINT64_MAX, &x)) return -1;
@@ -235,30 +242,27 @@ static int parse_opts(int argc, char **argv, const char *cache_dir, demo_opts *o
       if (parse_count("--threads", v, 1, CLI_MAX_THREADS, &x)) return -1;
       o->threads = (unsigned)x;
     } else if ((v = cli_option_value(argc, argv, &i, "--atlases", &missing))) {
-      if (split_list(v, o->atlases, DEMO_MAX_ATLAS, &o->natlas)) {
-        fprintf(stderr, "nidag demo: --atlases needs a comma-separated list\n");
+      static char abuf[DEMO_LIST_CAP];
+      if (split_list(v, abuf, o->atlases, DEMO_MAX_ATLAS, &o->natlas)) {
+        fprintf(stderr, "nidag demo: --atlases needs a comma-separated list of at most %d\n",
+                DEMO_MAX_ATLAS);
         return -1;
       }
     } else if ((v = cli_option_value(argc, argv, &i, "--targets", &missing))) {
-      static char tbuf[4096];
-      snprintf(tbuf, sizeof tbuf, "%s", v);
-      size_t n = 0;
-      char *save = NULL;
-      for (char *t = strtok_r(tbuf, ",", &save); t && n < DEMO_MAX_TARGETS;
-           t = strtok_r(NULL, ",", &save))
-        o->targets[n++] = t;
-      o->ntargets = n;
+      static char tbuf[DEMO_LIST_CAP];
+      if (split_list(v, tbuf, o->targets, DEMO_MAX_TARGETS, &o->ntargets)) {
+        fprintf(stderr, "nidag demo: --targets needs a comma-separated list of at most %d\n",
+                DEMO_MAX_TARGETS);
+        return -1;
+      }
     } else if (!missing && strcmp(argv[i], "--no-cache") == 0) o->no_cache = true;
     else if (!missing && strcmp(argv[i], "--skip-bad") == 0) o->skip_bad = true;
     else if (!missing && strcmp(argv[i], "--quiet") == 0) o->quiet = true;
     else if (!missing && strcmp(argv[i], "--no-generate") == 0) o->no_generate = true;
     else {
+      /* a valued option without its value matches none of the above */
       if (missing) fprintf(stderr, "nidag demo: %s needs a value\n", argv[i]);
       else fprintf(stderr, "nidag demo: unknown option '%s'\n", argv[i]);
-      return -1;
-    }
-    if (missing) {
-      fprintf(stderr, "nidag demo: %s needs a value\n", argv[i]);
       return -1;
     }
   }
@@ -476,7 +480,12 @@ static int choose_targets(demo_run *d) {
     r->name = p->target_name[c];
     r->column = c;
   }
-  return d->ntargets ? 0 : ND_EINVAL;
+  if (d->ntargets == 0) {
+    fprintf(stderr, "nidag demo: %s/participants.tsv has no numeric target column without "
+                    "missing values\n", o->cohort);
+    return ND_EINVAL;
+  }
+  return 0;
 }
 
 static void free_run(demo_run *d) {

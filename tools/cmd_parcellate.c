@@ -134,10 +134,8 @@ static int parse_args(int argc, char **argv, parc_cli *cli) {
     } else if (!strcmp(name, "--cache")) {
       cli->cache_dir = v;
     } else { /* --threads */
-      char *end = NULL;
-      errno = 0;
-      unsigned long n = (*v >= '0' && *v <= '9') ? strtoul(v, &end, 10) : 0;
-      if (!end || errno || *end || n < 1 || n > CLI_MAX_THREADS)
+      uint64_t n;
+      if (!cli_parse_u64(v, 1, CLI_MAX_THREADS, &n))
         return usage_error("--threads needs a whole number from 1 to %d, got '%s'",
                            CLI_MAX_THREADS, v);
       cli->threads = (unsigned)n;

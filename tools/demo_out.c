@@ -3,6 +3,7 @@
  * when gnuplot is installed). Public API only. */
 #define _POSIX_C_SOURCE 200809L
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,13 +103,17 @@ static bool same_as_file(const char *path, const char *buf, size_t len) {
 static int close_out(out_file *o) {
   bool bad = ferror(o->f) != 0;
   bad |= fclose(o->f) != 0;
-  int rc = bad ? -1 : 0;
+  int rc = bad ? -1 : 0, err = bad ? ENOMEM : 0;
   if (!bad && !same_as_file(o->path, o->buf, o->len)) {
     FILE *f = fopen(o->path, "wb");
     rc = f && fwrite(o->buf, 1, o->len, f) == o->len ? 1 : -1;
-    if (f && fclose(f) != 0) rc = -1;
+    if (rc < 0) err = errno;
+    if (f && fclose(f) != 0 && rc > 0) {
+      rc = -1;
+      err = errno;
+    }
   }
-  if (rc < 0) fprintf(stderr, "nidag demo: writing '%s' failed\n", o->path);
+  if (rc < 0) fprintf(stderr, "nidag demo: writing '%s' failed: %s\n", o->path, strerror(err));
   free(o->buf);
   return rc;
 }
@@ -243,6 +248,9 @@ static int write_plot(const char *dir, const demo_result *r, size_t ntargets,
   }
   int st = system(cmd);
   if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    /* gnuplot may have left a partial SVG; the check above would take it
+     * for this plot on an unchanged rerun */
+    unlink(svg);
     fprintf(stderr, "nidag demo: gnuplot failed on %s/strategies.gp\n", dir);
     return 0;
   }

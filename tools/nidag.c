@@ -5,20 +5,13 @@
  * This is a tool, not the library: it prints to stdout/stderr and calls exit().
  * It uses only the public API (nidag.h).
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
-
-#include <errno.h>
-#include <math.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "nidag.h"
-
 
 /* ------------------------------------------------------------ arguments */
 
@@ -36,7 +29,6 @@ static void usage(FILE *f) {
           "  cohort [DIR]            write the synthetic cohort (default ./cohort; see below)\n"
           "  cache <command>         manage a result cache: stats, verify, gc, compact,\n"
           "                          clear, why (see below)\n"
-          "\n"
           "\n");
   cli_demo_usage(f);
   cli_parcellate_usage(f);
