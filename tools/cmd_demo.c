@@ -372,7 +372,15 @@ static int build(demo_run *d) {
     e.meta_grid = r->binary ? NULL : d->alphas;
     e.nmeta = r->binary ? 0 : DEMO_NALPHA;
     e.ensembles = true;
-    if (!rc) rc = nd_experiment_add(d->g, &e, yid, groups, features, o->atlases, o->natlas,
+    /* labels name the target too ("fit score_a:aal f2"), so a failure report
+     * says which experiment a fit belongs to */
+    char names[DEMO_MAX_ATLAS][160];
+    const char *name_ptr[DEMO_MAX_ATLAS];
+    for (size_t a = 0; a < o->natlas; a++) {
+      snprintf(names[a], sizeof names[a], "%s:%s", r->name, o->atlases[a]);
+      name_ptr[a] = names[a];
+    }
+    if (!rc) rc = nd_experiment_add(d->g, &e, yid, groups, features, name_ptr, o->natlas,
                                     &r->nodes);
     if (rc) fprintf(stderr, "nidag demo: target %s: %s\n", r->name, nd_models_errmsg());
   }
