@@ -9,6 +9,7 @@
 #include "nidag/graph.h"
 #include "nidag/neuro.h"
 #include "nidag/models.h"
+#include "nidag/dti.h"
 
 #define NIDAG_VERSION_MAJOR 0
 #define NIDAG_VERSION_MINOR 1
