@@ -38,6 +38,7 @@ typedef struct slot {
 typedef struct fit_ctx {
   size_t n;             /* volumes */
   const double *x;      /* design matrix, column-major n x 7 */
+  const double *xr;     /* the same, row-major n x 7 */
   const double *pinv;   /* pinv(X), row-major 7 x n */
   const double *signals;
   double min_signal, min_diffusivity;
@@ -136,6 +137,62 @@ static int put_tensor(const fit_ctx *c, const double *beta, size_t v) {
   return 0;
 }
 
+/* WLS through the normal equations (X^T W^2 X) beta = X^T W^2 y, with the
+ * system scaled to unit diagonal and a hand-written Cholesky. Returns -1
+ * (caller falls back to the SVD) when a pivot is not clearly positive. */
+#define CHOL_PIVOT_TOL 1e-10
+static int wls_normal(const double *xr, size_t n, const double *w, const double *y,
+                      double *beta) {
+  double a[NCOEF][NCOEF] = {{0}}, b[NCOEF] = {0};
+  for (size_t i = 0; i < n; i++) {
+    const double *r = xr + i * NCOEF;
+    double w2 = w[i] * w[i], wr[NCOEF];
+    for (int k = 0; k < NCOEF; k++) wr[k] = w2 * r[k];
+    for (int k = 0; k < NCOEF; k++) {
+      for (int j = 0; j <= k; j++) a[k][j] += wr[k] * r[j];
+      b[k] += wr[k] * y[i];
+    }
+  }
+  double d[NCOEF];
+  for (int k = 0; k < NCOEF; k++) {
+    if (!(a[k][k] > 0) || !isfinite(a[k][k])) return -1;
+    d[k] = 1.0 / sqrt(a[k][k]);
+  }
+  for (int k = 0; k < NCOEF; k++) {
+    for (int j = 0; j < k; j++) a[k][j] *= d[k] * d[j];
+    a[k][k] = 1.0;
+    b[k] *= d[k];
+  }
+  /* in-place Cholesky, lower triangle: a = L L^T */
+  for (int k = 0; k < NCOEF; k++) {
+    for (int j = 0; j < k; j++) {
+      double acc = a[k][j];
+      for (int m = 0; m < j; m++) acc -= a[k][m] * a[j][m];
+      a[k][j] = acc / a[j][j];
+    }
+    double p = a[k][k];
+    for (int m = 0; m < k; m++) p -= a[k][m] * a[k][m];
+    if (!(p > CHOL_PIVOT_TOL)) return -1; /* unit diagonal: relative to 1 */
+    a[k][k] = sqrt(p);
+  }
+  double z[NCOEF];
+  for (int k = 0; k < NCOEF; k++) {
+    double acc = b[k];
+    for (int m = 0; m < k; m++) acc -= a[k][m] * z[m];
+    z[k] = acc / a[k][k];
+  }
+  for (int k = NCOEF - 1; k >= 0; k--) {
+    double acc = z[k];
+    for (int m = k + 1; m < NCOEF; m++) acc -= a[m][k] * z[m];
+    z[k] = acc / a[k][k];
+  }
+  for (int k = 0; k < NCOEF; k++) {
+    beta[k] = z[k] * d[k];
+    if (!isfinite(beta[k])) return -1;
+  }
+  return 0;
+}
+
 static int fit_voxel(const fit_ctx *c, slot *sl, size_t v) {
   size_t n = c->n;
   const double *sig = c->signals + v * n;
@@ -155,11 +212,13 @@ static int fit_voxel(const fit_ctx *c, slot *sl, size_t v) {
     /* w = exp(X beta_ols); solve pinv(diag(w) X) (w * y) */
     double *w = sl->w;
     for (size_t i = 0; i < n; i++) {
+      const double *r = c->xr + i * NCOEF;
       double acc = 0;
-      for (int k = 0; k < NCOEF; k++) acc += c->x[(size_t)k * n + i] * beta[k];
+      for (int k = 0; k < NCOEF; k++) acc += r[k] * beta[k];
       w[i] = exp(acc);
       if (!isfinite(w[i])) return -1;
     }
+    if (wls_normal(c->xr, n, w, y, beta) == 0) return put_tensor(c, beta, v);
     for (int k = 0; k < NCOEF; k++)
       for (size_t i = 0; i < n; i++) sl->a[(size_t)k * n + i] = c->x[(size_t)k * n + i] * w[i];
     for (size_t i = 0; i < n; i++) w[i] *= y[i];
@@ -336,6 +395,12 @@ int nd_dti_fit(const nd_gradients *g, const double *signals, size_t nvox, size_t
   if (!rc) rc = setup(&c, g, x, pinv);
   c.x = x;
   c.pinv = pinv;
+  double *xr = NULL;
+  if (!rc && !(xr = nd_malloc(nvol * NCOEF * sizeof *xr)))
+    rc = nd__merr(ND_ENOMEM, "dti: out of memory");
+  for (size_t i = 0; !rc && i < nvol; i++)
+    for (int k = 0; k < NCOEF; k++) xr[i * NCOEF + k] = x[(size_t)k * nvol + i];
+  c.xr = xr;
   if (!rc) rc = slots_new(&c);
   if (!rc) rc = result_alloc(out, nvox);
   if (!rc && nvox > 0) {
@@ -353,6 +418,7 @@ int nd_dti_fit(const nd_gradients *g, const double *signals, size_t nvox, size_t
   }
   if (c.slots) slots_free(c.slots, c.nslots);
   nd_free(x);
+  nd_free(xr);
   nd_free(pinv);
   return rc;
 }
