@@ -204,6 +204,22 @@ W4_FILE="${W4_FILE:-/tmp/w4_smooth.f64}"
 if grep -Eq '^# [a-z0-9]+ exit=[1-9]' "$OUT"; then status=1; fi
 
 # ---------------------------------------------------------------- summary
+# The rules shared by the per-workload summaries below: "REC name value"
+# lines are the peers' recorded figures, later lines this run's (which win);
+# row() prints a summary line and appends it to $TSV (bench/perf_table.sh).
+SUMMARY_AWK='
+    /^REC / { v[$2] = $3 " (r)"; next }
+    /^#/ || NF < 2 { next }
+    { v[$1] = $2 }
+    function get(n) { return (n in v) ? v[n] : "-" }
+    function row(what, peer, nd, goal, ok) {
+      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
+      if (what != "metric" && what != "" && nd != "-")
+        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
+    }
+    function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
+    function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
+'
 echo "## ---- summary (same run; goals from issue 2) ----"
 TSV="$OUT.tsv"
 : >"$TSV"
@@ -254,18 +270,8 @@ if want w4; then
   echo "## ---- W4 summary: result cache (peer: joblib.Memory / xxhsum; (r) = recorded in results.txt) ----"
   # recorded peer figures first, so this run's (when the peer ran) override them
   { grep -E '^w4[abc]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W4 '
-    /^REC / { v[$2] = $3 " (r)"; next }
-    /^#/ || NF < 2 { next }
-    { v[$1] = $2 }
-    function get(n) { return (n in v) ? v[n] : "-" }
+'"$SUMMARY_AWK"'
     function num(n) { return (n in v) ? v[n] + 0 : 0 }
-    function row(what, peer, nd, goal, ok) {
-      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
-      if (what != "metric" && what != "" && nd != "-")
-        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
-    }
-    function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
-    function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
     END {
       row("metric", "peer", "nidag", "goal", "")
       row("hit 800 KB us", get("w4a_joblib_memory_hit_us"), get("cache_hit_800k_us"), "<= 20", le("cache_hit_800k_us", 20))
@@ -289,16 +295,7 @@ fi
 if want w5; then
   echo "## ---- W5 summary: models (peer: scikit-learn; (r) = recorded in results.txt) ----"
   { grep -E '^w5[abc]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W5 '
-    /^REC / { v[$2] = $3 " (r)"; next }
-    /^#/ || NF < 2 { next }
-    { v[$1] = $2 }
-    function get(n) { return (n in v) ? v[n] : "-" }
-    function row(what, peer, nd, goal, ok) {
-      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
-      if (what != "metric" && what != "" && nd != "-")
-        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
-    }
-    function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
+'"$SUMMARY_AWK"'
     END {
       row("metric", "peer", "nidag", "goal", "")
       row("grid search s, cold", get("w5a_ridge_gridsearch_wall"), get("w5a_nidag_ridge_gridsearch_cold_wall"), "<= 0.1", le("w5a_nidag_ridge_gridsearch_cold_wall", 0.1))
@@ -321,17 +318,7 @@ fi
 if want w7; then
   echo "## ---- W7 summary: NIfTI load and parcellation (peer: nibabel + numpy; (r) = recorded in results.txt) ----"
   { grep -E '^w7[ab]?_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W7 '
-    /^REC / { v[$2] = $3 " (r)"; next }
-    /^#/ || NF < 2 { next }
-    { v[$1] = $2 }
-    function get(n) { return (n in v) ? v[n] : "-" }
-    function row(what, peer, nd, goal, ok) {
-      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
-      if (what != "metric" && what != "" && nd != "-")
-        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
-    }
-    function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
-    function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
+'"$SUMMARY_AWK"'
     function gb(n) { return (n in v) ? sprintf("%.2f%s", v[n] / 1000, index(v[n], "(r)") ? " (r)" : "") : "-" }
     END {
       row("metric", "peer", "nidag", "goal", "")
@@ -347,16 +334,7 @@ fi
 if want demo; then
   echo "## ---- demo summary: the main job (nidag demo, 200 participants x 5 atlases x 5 targets) ----"
   awk -v tsv="$TSV" -v section=demo '
-    /^#/ || NF < 2 { next }
-    { v[$1] = $2 }
-    function get(n) { return (n in v) ? v[n] : "-" }
-    function row(what, peer, nd, goal, ok) {
-      printf "# %-30s %14s %12s   %-10s %s\n", what, peer, nd, goal, ok
-      if (what != "metric" && nd != "-")
-        printf "%s\t%s\t%s\t%s\t%s\t%s\n", section, what, peer, nd, goal, ok >> tsv
-    }
-    function le(n, g) { return (n in v) ? (v[n] + 0 <= g ? "met" : "MISSED") : "" }
-    function ge(n, g) { return (n in v) ? (v[n] + 0 >= g ? "met" : "MISSED") : "" }
+'"$SUMMARY_AWK"'
     END {
       row("metric", "peer", "nidag", "goal", "")
       row("cold incl. cohort s", "-", get("demo_cold_with_cohort_s"), "< 60", le("demo_cold_with_cohort_s", 60))

@@ -34,28 +34,12 @@
 #define NIFTI_FLOAT32 16
 #define PATH_CAP 512
 
-static bool g_have_templates;
 static char g_root[PATH_CAP];  /* temp directory of the suite */
 static char g_ref[PATH_CAP];   /* the reference cohort */
 static nd_pool *g_pools[2];    /* 1 and 2 threads */
 static uint64_t g_seed;
 
-#define REQUIRE_TEMPLATES()                                                        \
-  do {                                                                             \
-    if (!g_have_templates) {                                                       \
-      print_message("skipped: " TEMPLATES " is missing (install mricron-data)\n"); \
-      skip();                                                                      \
-    }                                                                              \
-  } while (0)
-
-#define CHECK_OK(call)                                                                    \
-  do {                                                                                    \
-    int rc_ = (call);                                                                     \
-    if (rc_ != 0) {                                                                       \
-      print_error("%s failed: %s: %s\n", #call, nd_errname(rc_), nd_neuro_errmsg());      \
-      fail();                                                                             \
-    }                                                                                     \
-  } while (0)
+#include "tests/neuro_templates.h"
 
 /* ------------------------------------------------------------- helpers */
 

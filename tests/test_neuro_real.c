@@ -47,24 +47,8 @@
 #endif
 #define TEMPLATES ND_TEST_TEMPLATES_DIR
 
-static bool g_have_templates;
 
-#define REQUIRE_TEMPLATES()                                                     \
-  do {                                                                          \
-    if (!g_have_templates) {                                                    \
-      print_message("skipped: " TEMPLATES " is missing (install mricron-data)\n"); \
-      skip();                                                                   \
-    }                                                                           \
-  } while (0)
-
-#define CHECK_OK(call)                                                          \
-  do {                                                                          \
-    int rc_ = (call);                                                           \
-    if (rc_ != 0) {                                                             \
-      print_error("%s failed: %s: %s\n", #call, nd_errname(rc_), nd_neuro_errmsg()); \
-      fail();                                                                   \
-    }                                                                           \
-  } while (0)
+#include "tests/neuro_templates.h"
 
 /* ------------------------------------------------------ reference files */
 
