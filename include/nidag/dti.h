@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "nidag/core.h"
+#include "nidag/graph.h"
 #include "nidag/runtime.h"
 
 #ifdef __cplusplus
@@ -134,6 +135,91 @@ int nd_dti_fit(const nd_gradients *g, const double *signals, size_t nvox,
 
 /* Free the result's arrays and zero it. NULL-safe. */
 void nd_dti_result_free(nd_dti_result *r);
+
+
+/* ------------------------------------------------------- images and maps */
+
+/* The maps of a DWI fit, stacked along the leading axis of one float64
+ * array of shape (ND_DTI_NMAPS, z, y, x): FA, MD, AD, RD, the 3 eigenvalues
+ * (descending) and the 9 eigenvector components, evecs row-major as in
+ * nd_dti_result (map ND_DTI_MAP_EVECS + 3 * i + j is component i of the
+ * eigenvector of eigenvalue j). */
+enum {
+  ND_DTI_MAP_FA = 0,
+  ND_DTI_MAP_MD = 1,
+  ND_DTI_MAP_AD = 2,
+  ND_DTI_MAP_RD = 3,
+  ND_DTI_MAP_EVALS = 4, /* 3 maps */
+  ND_DTI_MAP_EVECS = 7, /* 9 maps */
+  ND_DTI_NMAPS = 16
+};
+
+/* What a fit over an image did. */
+typedef struct nd_dti_image_report {
+  size_t nvox;            /* voxels of the grid (z * y * x) */
+  size_t nvox_fit;        /* voxels fitted (inside the mask) */
+  size_t n_failed;        /* fitted voxels whose maps are NaN (nd_dti_result) */
+  double min_diffusivity; /* the eigenvalue floor that was applied */
+} nd_dti_image_report;
+
+/* Fit every voxel of a 4D DWI array (as nd_nifti_load gives it: shape
+ * (t, z, y, x), float32 or float64, t == the table's count) inside mask
+ * (NULL: every voxel; else a 3D array (z, y, x) of any numeric dtype, non-zero
+ * meaning inside, on the DWI's grid: the same shape and, when both have one,
+ * affines equal within ND_GRID_AFFINE_TOL). *maps is a new float64 array
+ * (ND_DTI_NMAPS, z, y, x) with the DWI's affine. Voxels outside the mask are
+ * 0 in every map (as DIPY's fit with a mask); failed voxels are NaN. rep may
+ * be NULL. The result does not depend on the pool, the chunking or the chunk
+ * count. Errors (ND_EINVAL naming the problem): a DWI that is not 4D, a
+ * volume count different from the table's, a mask of another shape or grid,
+ * or the errors of nd_dti_fit. */
+int nd_dti_fit_image(const nd_gradients *g, const nd_array *dwi, const nd_array *mask,
+                     const nd_dti_opts *o, nd_array **maps, nd_dti_image_report *rep);
+
+/* Write the maps as NIfTI on the DWI's grid, float32 as DIPY's dipy_fit_dti
+ * workflow saves them, to PREFIX<name>.nii.gz (ext NULL or ".nii.gz") or
+ * PREFIX<name>.nii (ext ".nii"), for <name> in:
+ *   fa, md, ad, rd   3D maps;
+ *   evals            4D, 3 volumes (descending eigenvalues);
+ *   evecs            5D (x, y, z, 3, 3) as DIPY's evecs[x, y, z, i, j]:
+ *                    component i of the eigenvector of eigenvalue j.
+ * A prefix is used as given: "out/sub-01_" gives out/sub-01_fa.nii.gz. Files
+ * whose bytes would not change are left untouched. Errors: ND_EINVAL (maps
+ * that are not a float64 (ND_DTI_NMAPS, z, y, x) array, a NULL or empty
+ * prefix, another ext), the errors of nd_nifti_save (message naming the
+ * file). */
+int nd_dti_maps_save(const nd_array *maps, const char *prefix, const char *ext);
+
+/* The names above in order ("fa", "md", "ad", "rd", "evals", "evecs"). */
+#define ND_DTI_NFILES 6
+extern const char *const nd_dti_file_names[ND_DTI_NFILES];
+
+/* ------------------------------------------------------------ graph op */
+
+/* How the op's voxels are handed to workers (never part of a key: the maps
+ * do not depend on it). Point a copy of nd_op_dti_fit's ud at one. */
+typedef struct nd_dti_exec {
+  nd_chunking chunking;
+  size_t chunks; /* 0: ND_DEFAULT_CHUNKS */
+} nd_dti_exec;
+
+/* nd_op_dti_fit: inputs dwi (a 4D array: nd_op_nifti_load with dtype f64),
+ * bval file, bvec file[, mask (a 3D array)]. params (nd_params): "method"
+ * str "wls" (default) | "ols", "min_signal" f64 (default ND_DTI_MIN_SIGNAL),
+ * "b0_threshold" f64 (default ND_DTI_B0_THRESHOLD). Output: the maps of
+ * nd_dti_fit_image, fitted on the op's pool. ud: NULL (dynamic chunking,
+ * ND_DEFAULT_CHUNKS) or an nd_dti_exec. A node fails, with a message naming
+ * the file, on a bad table or a DWI/table/mask mismatch. */
+extern const nd_op nd_op_dti_fit;
+
+/* Add the nodes of one fit to g: file nodes for the paths, loads (f64, not
+ * stored: the image is already on disk), the fit (stored). mask may be NULL.
+ * opts: method and min_signal as in nd_dti_opts (pool and chunking are not
+ * part of the graph: pass an op whose ud is an nd_dti_exec to choose the
+ * chunking; op NULL: nd_op_dti_fit). *out is the fit node. Errors: ND_EINVAL
+ * (NULL arguments, bad method or min_signal), the graph's errors. */
+int nd_dti_add(nd_graph *g, const char *dwi, const char *bval, const char *bvec,
+               const char *mask, const nd_dti_opts *opts, const nd_op *op, int64_t *out);
 
 #ifdef __cplusplus
 }
