@@ -203,6 +203,11 @@ static int parse_table(const char *path, text_table *t) {
 
 int nd_gradients_read_fsl(const char *bval_path, const char *bvec_path, nd_gradients **out) {
   nd__merr_clear();
+  return nd__gradients_read_fsl(bval_path, bvec_path, 0, out);
+}
+
+int nd__gradients_read_fsl(const char *bval_path, const char *bvec_path, double b0_threshold,
+                           nd_gradients **out) {
   if (!out) return nd__merr(ND_EINVAL, "gradients: out is NULL");
   *out = NULL;
   if (!bval_path || !bvec_path) return nd__merr(ND_EINVAL, "gradients: NULL path");
@@ -238,7 +243,7 @@ int nd_gradients_read_fsl(const char *bval_path, const char *bvec_path, nd_gradi
     rc = nd__merr(ND_EFORMAT, "%s has %zu b-values but %s has %zu b-vectors", bval_path, nb,
                   bvec_path, nv);
   if (!rc) {
-    rc = nd_gradients_new(tb.v, vecs, nb, 0, out);
+    rc = nd_gradients_new(tb.v, vecs, nb, b0_threshold, out);
     if (rc) {
       char prefix[512];
       snprintf(prefix, sizeof prefix, "%s, %s", bval_path, bvec_path);

@@ -13,4 +13,8 @@ struct nd_gradients {
   bool *b0_mask;  /* n */
 };
 
+/* nd_gradients_read_fsl with a b0 threshold (0: ND_DTI_B0_THRESHOLD). */
+int nd__gradients_read_fsl(const char *bval_path, const char *bvec_path, double b0_threshold,
+                           nd_gradients **out);
+
 #endif
