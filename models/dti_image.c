@@ -58,14 +58,21 @@ static int voxel_list(const nd_array *dwi, const nd_array *mask, size_t nsp, siz
   const size_t *ds = nd_array_shape(dwi);
   if (mask) {
     const size_t *ms = nd_array_shape(mask);
-    if (nd_array_ndim(mask) != 3 || ms[0] != ds[1] || ms[1] != ds[2] || ms[2] != ds[3])
+    int mnd = nd_array_ndim(mask);
+    if (mnd == 4 && ms[0] == 1) { /* x, y, z, 1: one volume, as some tools write masks */
+      ms++;
+      mnd = 3;
+    }
+    if (mnd != 3)
+      return nd__merr(ND_EINVAL, "dti: the mask must be a 3D image on the DWI's grid; it has %d "
+                                 "dimension%s%s", nd_array_ndim(mask),
+                      nd_array_ndim(mask) == 1 ? "" : "s",
+                      nd_array_ndim(mask) == 4 ? " and more than one volume" : "");
+    if (ms[0] != ds[1] || ms[1] != ds[2] || ms[2] != ds[3])
       return nd__merr(ND_EINVAL,
-                      "dti: the mask is not on the DWI's grid: its shape is %s%zu x %zu x %zu, "
+                      "dti: the mask is not on the DWI's grid: its shape is %zu x %zu x %zu, "
                       "the DWI's volumes are %zu x %zu x %zu (x, y, z)",
-                      nd_array_ndim(mask) == 3 ? "" : "not 3D: ",
-                      nd_array_ndim(mask) == 3 ? ms[2] : nd_array_dim(mask, 0),
-                      nd_array_ndim(mask) == 3 ? ms[1] : 0, nd_array_ndim(mask) == 3 ? ms[0] : 0,
-                      ds[3], ds[2], ds[1]);
+                      ms[2], ms[1], ms[0], ds[3], ds[2], ds[1]);
     if (!affines_equal(nd_array_affine(mask), nd_array_affine(dwi)))
       return nd__merr(ND_EINVAL, "dti: the mask's affine differs from the DWI's (by more than %g)",
                       ND_GRID_AFFINE_TOL);
@@ -237,7 +244,10 @@ static bool same_file_bytes(const char *a, const char *b) {
  * unchanged file is left alone, a changed one is replaced whole. */
 static int save_if_changed(const nd_array *a, const char *path) {
   char tmp[4096];
-  const char *ext = strstr(path, ".nii");
+  /* the extension is the path's end (".nii.gz" or ".nii"), never an earlier
+   * ".nii" in a directory name */
+  size_t len = strlen(path);
+  const char *ext = path + len - (len >= 7 && strcmp(path + len - 7, ".nii.gz") == 0 ? 7 : 4);
   int n = snprintf(tmp, sizeof tmp, "%.*s.tmp%ld%s", (int)(ext - path), path, (long)getpid(), ext);
   if (n < 0 || (size_t)n >= sizeof tmp) return nd__merr(ND_EINVAL, "%s: path too long", path);
   int rc = nd_nifti_save(tmp, a);

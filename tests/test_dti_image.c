@@ -207,8 +207,17 @@ static void test_image_mask(void **state) {
     nd_array_release(maps);
     nd_array_release(mask);
   }
-  assert_int_equal(nd_array_new(&mask, ND_U8, 3, ms), ND_OK);
+  /* x, y, z, 1: a mask with one volume is the same mask */
+  const size_t ms4[4] = {1, NX, NX, NX};
+  assert_int_equal(nd_array_new(&mask, ND_U8, 4, ms4), ND_OK);
+  ((uint8_t *)nd_array_data_mut(mask))[5] = 1;
   nd_dti_image_report rep;
+  assert_int_equal(nd_dti_fit_image(g, d, mask, NULL, &maps, &rep), ND_OK);
+  assert_int_equal(rep.nvox_fit, 1);
+  assert_true(map(maps, ND_DTI_MAP_FA)[5] == map(full, ND_DTI_MAP_FA)[5]);
+  nd_array_release(maps);
+  nd_array_release(mask);
+  assert_int_equal(nd_array_new(&mask, ND_U8, 3, ms), ND_OK);
   assert_int_equal(nd_dti_fit_image(g, d, mask, NULL, &maps, &rep), ND_OK);
   assert_int_equal(rep.nvox_fit, 0);
   for (size_t i = 0; i < nd_array_count(maps); i++)

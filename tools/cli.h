@@ -45,6 +45,14 @@ int cli_parcellate(int argc, char **argv, const char *cache_dir);
 /* The parcellate part of `nidag help`. */
 void cli_parcellate_usage(FILE *f);
 
+/* `nidag dti --dwi F --bval F --bvec F --out PREFIX ...` (cmd_dti.c): argv[0]
+ * is "dti"; cache_dir as for cli_cache. Returns the exit status (130 when
+ * interrupted). */
+int cli_dti(int argc, char **argv, const char *cache_dir);
+
+/* The dti part of `nidag help`. */
+void cli_dti_usage(FILE *f);
+
 /* `nidag cohort [DIR] ...` (cmd_cohort.c): argv[0] is "cohort". Returns the
  * exit status. */
 int cli_cohort(int argc, char **argv);

@@ -1,6 +1,7 @@
 /* nidag command-line tool: `nidag version`, `nidag help`, `nidag demo` (in
  * cmd_demo.c), `nidag parcellate` (in cmd_parcellate.c), `nidag cohort` (in
- * cmd_cohort.c) and `nidag cache <command>` (in cmd_cache.c).
+ * cmd_cohort.c), `nidag dti` (in cmd_dti.c) and `nidag cache <command>` (in
+ * cmd_cache.c).
  *
  * This is a tool, not the library: it prints to stdout/stderr and calls exit().
  * It uses only the public API (nidag.h).
@@ -26,12 +27,17 @@ static void usage(FILE *f) {
           "                          cohort, as a cached lazy graph (see below)\n"
           "  parcellate IMAGE ATLAS  region values of a NIfTI image under an atlas, as TSV\n"
           "                          (cached; see below)\n"
+          "  dti --dwi F --bval F --bvec F --out PREFIX\n"
+          "                          diffusion tensor fit (DIPY's TensorModel) to FA, MD,\n"
+          "                          AD, RD, eigenvalue and eigenvector maps (cached; see\n"
+          "                          below)\n"
           "  cohort [DIR]            write the synthetic cohort (default ./cohort; see below)\n"
           "  cache <command>         manage a result cache: stats, verify, gc, compact,\n"
           "                          clear, why (see below)\n"
           "\n");
   cli_demo_usage(f);
   cli_parcellate_usage(f);
+  cli_dti_usage(f);
   cli_cohort_usage(f);
   cli_cache_usage(f);
 }
@@ -77,9 +83,9 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argc > 1 ? argv[1] : NULL;
   if (cache_dir && (!cmd || (strcmp(cmd, "cache") != 0 && strcmp(cmd, "demo") != 0 &&
-                             strcmp(cmd, "parcellate") != 0)))
-    usage_error("--cache goes with 'nidag cache <command>', 'nidag demo' or "
-                "'nidag parcellate'");
+                             strcmp(cmd, "parcellate") != 0 && strcmp(cmd, "dti") != 0)))
+    usage_error("--cache goes with 'nidag cache <command>', 'nidag demo', "
+                "'nidag parcellate' or 'nidag dti'");
   if (!cmd) {
     usage(stderr);
     return EXIT_USAGE;
@@ -98,6 +104,8 @@ int main(int argc, char **argv) {
     return cli_demo(argc - 1, argv + 1, cache_dir);
   if (!strcmp(cmd, "parcellate"))
     return cli_parcellate(argc - 1, argv + 1, cache_dir);
+  if (!strcmp(cmd, "dti"))
+    return cli_dti(argc - 1, argv + 1, cache_dir);
   if (!strcmp(cmd, "cohort"))
     return cli_cohort(argc - 1, argv + 1);
   if (!strcmp(cmd, "cache"))
