@@ -224,24 +224,31 @@ static int check_maps(const nd_array *maps) {
   return 0;
 }
 
-/* Whether two files have the same bytes (false when either cannot be read). */
-static bool same_file_bytes(const char *a, const char *b) {
-  FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-  bool same = fa && fb;
-  char ba[65536], bb[65536];
-  while (same) {
-    size_t na = fread(ba, 1, sizeof ba, fa), nb = fread(bb, 1, sizeof bb, fb);
-    if (na != nb || memcmp(ba, bb, na) != 0) same = false;
-    if (na < sizeof ba) break;
-  }
-  if (same && (ferror(fa) || ferror(fb))) same = false;
-  if (fa) fclose(fa);
-  if (fb) fclose(fb);
+/* Whether the file at path already holds a: a float32 NIfTI of a's shape
+ * whose values are a's bytes and whose affine is a's up to the float32
+ * rounding of NIfTI-1's sform. Reading it back is several times cheaper than
+ * compressing it again; any error means "no". */
+static bool file_holds(const char *path, const nd_array *a) {
+  nd_nifti_info info;
+  if (nd_nifti_header(path, &info) != 0 || info.datatype != 16 /* float32 */ ||
+      info.ndim != nd_array_ndim(a))
+    return false;
+  for (int k = 0; k < info.ndim; k++)
+    if ((size_t)info.dim[k] != nd_array_dim(a, info.ndim - 1 - k)) return false;
+  nd_array *old = NULL;
+  if (nd_nifti_load(path, ND_F32, &old) != 0) return false;
+  bool same = nd_array_nbytes(old) == nd_array_nbytes(a) &&
+              memcmp(nd_array_data(old), nd_array_data(a), nd_array_nbytes(a)) == 0;
+  const double *x = nd_array_affine(old), *y = nd_array_affine(a);
+  if (same && (!x) != (!y)) same = false;
+  for (int k = 0; same && x && k < 16; k++)
+    if (!(fabs(x[k] - y[k]) <= 1e-6 * fmax(1.0, fabs(y[k])))) same = false;
+  nd_array_release(old);
   return same;
 }
 
-/* Save a to path through a temporary file in the same directory: an
- * unchanged file is left alone, a changed one is replaced whole. */
+/* Save a to path, unless the file holds a already; through a temporary file
+ * in the same directory, so a changed file is replaced whole. */
 static int save_if_changed(const nd_array *a, const char *path) {
   char tmp[4096];
   /* the extension is the path's end (".nii.gz" or ".nii"), never an earlier
@@ -250,14 +257,11 @@ static int save_if_changed(const nd_array *a, const char *path) {
   const char *ext = path + len - (len >= 7 && strcmp(path + len - 7, ".nii.gz") == 0 ? 7 : 4);
   int n = snprintf(tmp, sizeof tmp, "%.*s.tmp%ld%s", (int)(ext - path), path, (long)getpid(), ext);
   if (n < 0 || (size_t)n >= sizeof tmp) return nd__merr(ND_EINVAL, "%s: path too long", path);
+  if (file_holds(path, a)) return 0;
   int rc = nd_nifti_save(tmp, a);
   if (rc) {
     unlink(tmp);
     return nd__merr(rc, "%s", nd_neuro_errmsg());
-  }
-  if (same_file_bytes(tmp, path)) {
-    unlink(tmp);
-    return 0;
   }
   if (rename(tmp, path) != 0) {
     int e = errno;

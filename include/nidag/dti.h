@@ -183,8 +183,11 @@ int nd_dti_fit_image(const nd_gradients *g, const nd_array *dwi, const nd_array 
  *   evals            4D, 3 volumes (descending eigenvalues);
  *   evecs            5D (x, y, z, 3, 3) as DIPY's evecs[x, y, z, i, j]:
  *                    component i of the eigenvector of eigenvalue j.
- * A prefix is used as given: "out/sub-01_" gives out/sub-01_fa.nii.gz. Files
- * whose bytes would not change are left untouched. Errors: ND_EINVAL (maps
+ * A prefix is used as given: "out/sub-01_" gives out/sub-01_fa.nii.gz. A
+ * file that holds the map already (float32, the same dimensions and values,
+ * the affine equal up to float32 rounding) is left untouched; it is read
+ * back to check, which is several times cheaper than compressing it again.
+ * Other files are written to a temporary name and renamed. Errors: ND_EINVAL (maps
  * that are not a float64 (ND_DTI_NMAPS, z, y, x) array, a NULL or empty
  * prefix, another ext), the errors of nd_nifti_save (message naming the
  * file). */
