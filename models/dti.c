@@ -5,16 +5,31 @@
  * once, through an SVD exactly as numpy's pinv does it (dgesdd, singular
  * values <= 1e-15 * max dropped), so a rank-deficient table behaves as in
  * DIPY instead of failing. OLS is then one 7 x n product per voxel. WLS
- * needs the pseudo-inverse of diag(w) X, which differs per voxel, so each
- * voxel runs its own small SVD in preallocated scratch. Voxels are
- * independent, so nd_parallel_for can cut them any way: every result is
- * computed by the same instructions whatever the thread or chunk count.
+ * needs the pseudo-inverse of diag(w) X, which differs per voxel: it is
+ * solved through the normal equations (X^T W^2 X) beta = X^T W^2 y, scaled
+ * to unit diagonal and factored by a hand-written Cholesky; when a pivot is
+ * weak (a nearly rank-deficient weighted design) the voxel runs its own SVD
+ * in preallocated scratch instead, as numpy's pinv would. The 3 x 3 tensor
+ * is diagonalised by cyclic Jacobi rotations (nd__dti_eigh3).
+ *
+ * Speed. Per voxel the work is n logs, (WLS) n exps, a few 7 x n products,
+ * the 28 distinct entries of X^T W^2 X and the 3 x 3 eigenproblem. The
+ * per-volume loops run two volumes (or two coefficients) per instruction on
+ * plain SSE2, through GCC/Clang vector extensions (other targets get the
+ * same arithmetic lane by lane), on tables built once per fit (pinv(X)
+ * transposed, X by columns, each row's products x_ik x_ij). log and exp are
+ * two-lane code of their own (below; within 1 ulp of glibc's), with libm
+ * for the rare arguments outside their ranges, found by one test per voxel.
+ * No fast-math: every operation is IEEE, and every voxel is computed by the
+ * same instructions whatever the thread or chunk count, so the results do
+ * not depend on them.
  *
  * Scratch: one slot per possible claimer (the pool's threads plus the
  * calling thread). A chunk takes a free slot with a compare-and-swap and
  * gives it back at its end, so nothing is allocated per voxel or per chunk
  * and no slot is shared, whichever thread runs the chunk.
  */
+#include <float.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -24,22 +39,26 @@
 #include "models/dti_int.h"
 
 #define NCOEF 7               /* 6 tensor elements + the constant column */
+#define NPAD 8                /* NCOEF rounded up to whole pairs */
+#define NTRI 28               /* entries of the lower triangle of a 7 x 7 */
 #define PINV_RCOND 1e-15      /* numpy.linalg.pinv's default */
-#define EIG_WORK (1 + 6 * 3 + 2 * 9) /* dsyevd's lwork for N = 3, jobz 'V' */
-#define EIG_IWORK (3 + 5 * 3)        /* dsyevd's liwork for N = 3 */
-#define SVD_IWORK (8 * NCOEF)        /* dgesdd's iwork */
+#define SVD_IWORK (8 * NCOEF) /* dgesdd's iwork */
 
 typedef struct slot {
   _Atomic int busy;
-  double *a, *u, *s, *vt, *work, *y, *w; /* views into mem */
+  double *a, *u, *s, *vt, *work; /* the SVD fallback (WLS); views into mem */
+  double *y, *w, *w2, *wy;       /* n rounded up to even, each */
   double *mem;
 } slot;
 
 typedef struct fit_ctx {
   size_t n;             /* volumes */
-  const double *x;      /* design matrix, column-major n x 7 */
-  const double *xr;     /* the same, row-major n x 7 */
-  const double *pinv;   /* pinv(X), row-major 7 x n */
+  size_t n2;            /* n rounded up to even */
+  const double *x;      /* design matrix, column-major n x 7 (leading dim n) */
+  const double *xc;     /* the same with leading dimension n2, zero padded */
+  const double *xr;     /* the same row-major n x NPAD, column 7 zero */
+  const double *xx;     /* n x NTRI: row i's x_ik x_ij, j <= k, row by row */
+  const double *pt;     /* pinv(X)^T, row-major n x NPAD, column 7 zero */
   const double *signals;
   double min_signal, min_diffusivity;
   nd_dti_method method;
@@ -49,6 +68,93 @@ typedef struct fit_ctx {
   nd_dti_result *out;
   _Atomic size_t failed;
 } fit_ctx;
+
+/* ----------------------------------------------- two-lane log and exp */
+
+/* GCC and Clang vector extensions: on x86-64 each operation is one SSE2
+ * instruction; the lanes never mix, so lane results do not depend on their
+ * neighbour. */
+typedef double v2d __attribute__((vector_size(16)));
+typedef uint64_t v2u __attribute__((vector_size(16)));
+typedef int64_t v2i __attribute__((vector_size(16)));
+
+static inline v2d ld2(const double *p) {
+  v2d v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline void st2(double *p, v2d v) { memcpy(p, &v, sizeof v); }
+
+static inline v2d splat(double a) { return (v2d){a, a}; }
+
+/* ln 2 split so that k * LN2_HI is exact for |k| < 2^17 (LN2_HI has 36
+ * significant bits); LN2_LO is the rest, rounded. */
+#define LN2_HI 0x1.62e42fefa0000p-1
+#define LN2_LO 0x1.cf79abc9e3b3ap-40
+#define INV_LN2 0x1.71547652b82fep+0
+
+/* log x for positive normal finite lanes. x = 2^k m with m in
+ * [sqrt(1/2), sqrt(2)), f = m - 1 (exact), s = f / (2 + f); then
+ * log(1 + f) = 2 atanh(s) = f - f^2/2 + s (f^2/2 + R), R = sum_j>=1
+ * 2 s^2j / (2j + 1), truncated after s^20 (relative error < 1e-18, the
+ * series' terms fall by s^2 <= 0.0295 each). */
+static inline v2d vlog_core(v2d x) {
+  v2u ix = (v2u)x;
+  /* biased exponent of x / sqrt(1/2), i.e. k + 1023 */
+  v2u eb = (ix + (0x3ff0000000000000ULL - 0x3fe6a09e667f3bcdULL)) >> 52;
+  v2d m = (v2d)(ix - ((eb - 1023) << 52));
+  v2d k = (v2d)(eb | 0x4330000000000000ULL) - splat(0x1p52 + 1023.0);
+  v2d f = m - 1.0;
+  v2d s = f / (f + 2.0);
+  v2d z = s * s, z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+  /* R / z = sum_j=0..9 c_j z^j, c_j = 2 / (2j + 3), by Estrin's scheme
+   * (pairs, then powers of z^2): a short dependency chain */
+  v2d p01 = 2.0 / 3 + z * (2.0 / 5), p23 = 2.0 / 7 + z * (2.0 / 9);
+  v2d p45 = 2.0 / 11 + z * (2.0 / 13), p67 = 2.0 / 15 + z * (2.0 / 17);
+  v2d p89 = 2.0 / 19 + z * (2.0 / 21);
+  v2d r = z * ((p01 + z2 * p23) + z4 * (p45 + z2 * p67) + z8 * p89);
+  v2d hfsq = 0.5 * f * f;
+  return k * LN2_HI + ((f - hfsq) + (s * (hfsq + r) + k * LN2_LO));
+}
+
+/* Per lane of an x > 0 (or NaN), 0x800 when x is subnormal, infinite or
+ * NaN (its exponent field is 0 or 0x7ff), else 0: integer operations only,
+ * so that a voxel can OR the flags of all its lanes and test them once. */
+static inline v2u flag_not_normal(v2d x) {
+  v2u e = ((v2u)x >> 52) & 0x7ff;
+  return ((e + 1) | (e - 1)) & 0x800;
+}
+
+/* exp x, valid for |x| <= 708 (used below EXP_FAST_LIMIT): x = k ln2 + r,
+ * |r| <= ~0.35, exp(r) by its Taylor series to r^13 (relative error
+ * < 1e-17), times 2^k built in the exponent
+ * field (k in [-1022, 1022]: no overflow, no subnormal). */
+static inline v2d vexp_core(v2d x) {
+  const double shift = 0x1.8p52; /* adding it rounds to an integer */
+  v2d kd = x * INV_LN2 + shift;
+  v2d k = kd - shift;
+  v2d r = (x - k * LN2_HI) - k * LN2_LO;
+  /* exp(r) = 1 + (r + r^2 Q), Q = sum_j=0..11 r^j / (j + 2)!, by Estrin's
+   * scheme (pairs, then powers of r^2): a short dependency chain */
+  v2d r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  v2d b0 = 1.0 / 2 + r * (1.0 / 6), b1 = 1.0 / 24 + r * (1.0 / 120);
+  v2d b2 = 1.0 / 720 + r * (1.0 / 5040), b3 = 1.0 / 40320 + r * (1.0 / 362880);
+  v2d b4 = 1.0 / 3628800 + r * (1.0 / 39916800);
+  v2d b5 = 1.0 / 479001600 + r * (1.0 / 6227020800);
+  v2d q = (b0 + r2 * b1) + r4 * (b2 + r2 * b3) + r8 * (b4 + r2 * b5);
+  v2d p = 1.0 + (r + r2 * q);
+  v2u scale = ((v2u)kd - 0x4338000000000000ULL + 1023) << 52;
+  return p * (v2d)scale;
+}
+
+/* Per lane, 0x800 when |x| >= 512 (exponent field >= 1032) or x is not
+ * finite, else 0: where vexp_core is not used. */
+#define EXP_FAST_LIMIT 512.0
+static inline v2u flag_exp_slow(v2d x) {
+  v2u e = ((v2u)x >> 52) & 0x7ff;
+  return (e + (0x800 - 1032)) & 0x800;
+}
 
 /* ------------------------------------------------------ design matrix */
 
@@ -98,6 +204,95 @@ static int pinv_solve(size_t m, double *a, double *s, double *u, double *vt, dou
   return 0;
 }
 
+/* ------------------------------------------------- 3 x 3 eigensolver */
+
+#define JACOBI_TOL 0x1p-53    /* off-diagonal vs its two diagonal entries */
+#define JACOBI_ABS 0x1p-60    /* off-diagonal vs the largest entry */
+#define JACOBI_MAX_SWEEPS 32  /* seen: at most 4 sweeps that rotate */
+
+/* One Jacobi rotation in the (p, q) plane, r the third index: zero a_pq
+ * unless it is negligible (returns 0 then). a_rp, a_rq are the entries
+ * that the rotation mixes; v's columns p and q rotate alike. */
+static inline int jacobi_rot(double *app, double *aqq, double *apq, double *arp, double *arq,
+                             double *v, int p, int q, double floor_abs) {
+  double a = *apq;
+  if (!(fabs(a) > JACOBI_TOL * (fabs(*app) + fabs(*aqq)) + floor_abs)) return 0;
+  /* tan of the angle: t = sign(d) 2a / (|d| + sqrt(d^2 + 4a^2)), d =
+   * a_qq - a_pp, so |angle| <= pi/4; cos^2 = (|d| + r) / 2r. The largest
+   * entry is in [2^-100, 2^100] (nd__dti_eigh3 scales it there) and
+   * |a| > 2^-60 of it, so d^2 + 4a^2 neither over- nor underflows. */
+  double d = *aqq - *app;
+  double r = sqrt(d * d + 4.0 * a * a);
+  double u = fabs(d) + r;
+  double t = 2.0 * a / u;
+  if (d < 0) t = -t;
+  double c = sqrt(u / (2.0 * r)), s = t * c;
+  *app -= t * a;
+  *aqq += t * a;
+  *apq = 0;
+  double x = *arp, y = *arq;
+  *arp = c * x - s * y;
+  *arq = s * x + c * y;
+  for (int k = 0; k < 3; k++) {
+    double vp = v[3 * k + p], vq = v[3 * k + q];
+    v[3 * k + p] = c * vp - s * vq;
+    v[3 * k + q] = s * vp + c * vq;
+  }
+  return 1;
+}
+
+int nd__dti_eigh3(const double m[9], double evals[3], double evecs[9]) {
+  double a00 = m[0], a01 = m[1], a02 = m[2], a11 = m[4], a12 = m[5], a22 = m[8];
+  double mx = 0;
+  const double up[6] = {a00, a01, a02, a11, a12, a22};
+  for (int k = 0; k < 6; k++) {
+    if (!isfinite(up[k])) return -1;
+    if (fabs(up[k]) > mx) mx = fabs(up[k]);
+  }
+  double v[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1}, unscale = 1;
+  if (mx > 0 && !(mx >= 0x1p-100 && mx <= 0x1p100)) {
+    /* bring the largest entry to [1/2, 1) by a power of 2 (exact but for
+     * entries that become subnormal, far below the largest's rounding) */
+    int e;
+    (void)frexp(mx, &e);
+    double sc = ldexp(1.0, -e);
+    unscale = ldexp(1.0, e);
+    a00 *= sc;
+    a01 *= sc;
+    a02 *= sc;
+    a11 *= sc;
+    a12 *= sc;
+    a22 *= sc;
+    mx *= sc;
+  }
+  double floor_abs = JACOBI_ABS * mx;
+  int sweep = 0;
+  for (; sweep < JACOBI_MAX_SWEEPS; sweep++) {
+    int rotated = jacobi_rot(&a00, &a11, &a01, &a02, &a12, v, 0, 1, floor_abs);
+    rotated |= jacobi_rot(&a00, &a22, &a02, &a01, &a12, v, 0, 2, floor_abs);
+    rotated |= jacobi_rot(&a11, &a22, &a12, &a01, &a02, v, 1, 2, floor_abs);
+    if (!rotated) break;
+  }
+  if (sweep == JACOBI_MAX_SWEEPS) return -1;
+  /* descending, stable: equal eigenvalues keep the order of the diagonal */
+  double dg[3] = {a00, a11, a22};
+  int o[3] = {0, 1, 2};
+  for (int i = 1; i < 3; i++) {
+    int k = o[i], j = i;
+    for (; j > 0 && dg[o[j - 1]] < dg[k]; j--) o[j] = o[j - 1];
+    o[j] = k;
+  }
+  for (int j = 0; j < 3; j++) {
+    int c = o[j], big = 0;
+    evals[j] = dg[c] * unscale;
+    for (int i = 1; i < 3; i++)
+      if (fabs(v[3 * i + c]) > fabs(v[3 * big + c])) big = i;
+    double sgn = v[3 * big + c] < 0 ? -1.0 : 1.0;
+    for (int i = 0; i < 3; i++) evecs[3 * i + j] = sgn * v[3 * i + c];
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------ per voxel */
 
 static void put_nan(nd_dti_result *r, size_t v) {
@@ -111,21 +306,11 @@ static void put_nan(nd_dti_result *r, size_t v) {
 static int put_tensor(const fit_ctx *c, const double *beta, size_t v) {
   double t[9] = {beta[0], beta[1], beta[3], beta[1], beta[2],
                  beta[4], beta[3], beta[4], beta[5]}; /* symmetric */
-  double w[3], work[EIG_WORK];
-  lapack_int iwork[EIG_IWORK];
-  for (int k = 0; k < 9; k++)
-    if (!isfinite(t[k])) return -1;
-  if (LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', 3, t, 3, w, work, EIG_WORK, iwork,
-                          EIG_IWORK) != 0)
-    return -1;
   nd_dti_result *r = c->out;
-  double *ev = r->evals + 3 * v, *vec = r->evecs + 9 * v;
-  /* LAPACK's order is ascending; DIPY's argsort()[::-1] reverses it. */
-  for (int k = 0; k < 3; k++) {
-    double e = w[2 - k];
-    ev[k] = e < c->min_diffusivity ? c->min_diffusivity : e;
-    for (int i = 0; i < 3; i++) vec[3 * i + k] = t[3 * (2 - k) + i];
-  }
+  double *ev = r->evals + 3 * v;
+  if (nd__dti_eigh3(t, ev, r->evecs + 9 * v)) return -1;
+  for (int k = 0; k < 3; k++)
+    if (ev[k] < c->min_diffusivity) ev[k] = c->min_diffusivity;
   double e1 = ev[0], e2 = ev[1], e3 = ev[2];
   double all_zero = (e1 == 0 && e2 == 0 && e3 == 0) ? 1.0 : 0.0;
   double num = (e1 - e2) * (e1 - e2) + (e2 - e3) * (e2 - e3) + (e3 - e1) * (e3 - e1);
@@ -137,22 +322,115 @@ static int put_tensor(const fit_ctx *c, const double *beta, size_t v) {
   return 0;
 }
 
-/* WLS through the normal equations (X^T W^2 X) beta = X^T W^2 y, with the
- * system scaled to unit diagonal and a hand-written Cholesky. Returns -1
- * (caller falls back to the SVD) when a pivot is not clearly positive. */
-#define CHOL_PIVOT_TOL 1e-10
-static int wls_normal(const double *xr, size_t n, const double *w, const double *y,
-                      double *beta) {
-  double a[NCOEF][NCOEF] = {{0}}, b[NCOEF] = {0};
-  for (size_t i = 0; i < n; i++) {
-    const double *r = xr + i * NCOEF;
-    double w2 = w[i] * w[i], wr[NCOEF];
-    for (int k = 0; k < NCOEF; k++) wr[k] = w2 * r[k];
-    for (int k = 0; k < NCOEF; k++) {
-      for (int j = 0; j <= k; j++) a[k][j] += wr[k] * r[j];
-      b[k] += wr[k] * y[i];
-    }
+/* y = log(max(S, min_signal)), n volumes, y padded with 0 to even length.
+ * Returns -1 when a signal is NaN or +Inf (np.maximum keeps NaN). */
+static int log_signal(const double *sig, size_t n, double min_signal, double *y) {
+  const v2d lo = splat(min_signal);
+  v2u flag = {0, 0};
+  size_t i = 0;
+  for (; i + 1 < n; i += 2) {
+    v2d s = ld2(sig + i);
+    v2i below = s < lo;
+    s = (v2d)(((v2i)lo & below) | ((v2i)s & ~below)); /* NaN is not below */
+    flag |= flag_not_normal(s);
+    st2(y + i, vlog_core(s));
   }
+  if (i < n) { /* the odd one out, in lane 0; lane 1 gives log 1 = 0 */
+    double s = sig[i];
+    v2d x = {s < min_signal ? min_signal : s, 1.0};
+    flag |= flag_not_normal(x);
+    st2(y + i, vlog_core(x));
+  }
+  if (!(flag[0] | flag[1])) return 0;
+  /* rare: a NaN or +Inf signal, or a floor below DBL_MIN; the values of the
+   * positive normal lanes do not change (lanes are independent) */
+  for (i = 0; i < n; i++) {
+    double s = sig[i];
+    if (isnan(s) || s == INFINITY) return -1;
+    double x = s < min_signal ? min_signal : s;
+    y[i] = isnormal(x) ? vlog_core(splat(x))[0] : log(x);
+  }
+  return 0;
+}
+
+/* beta = pinv(X) y: coefficient k sums p_ki y_i over i in order, two
+ * coefficients per instruction. */
+static void ols(const double *pt, const double *y, size_t n, double *beta) {
+  v2d b0 = {0, 0}, b1 = b0, b2 = b0, b3 = b0;
+  for (size_t i = 0; i < n; i++) {
+    const double *p = pt + i * NPAD;
+    v2d yi = splat(y[i]);
+    b0 += ld2(p) * yi;
+    b1 += ld2(p + 2) * yi;
+    b2 += ld2(p + 4) * yi;
+    b3 += ld2(p + 6) * yi;
+  }
+  st2(beta, b0);
+  st2(beta + 2, b1);
+  st2(beta + 4, b2);
+  st2(beta + 6, b3);
+}
+
+/* The WLS weights w = exp(X beta) (DIPY's OLS-predicted signal), w2 = w^2
+ * and wy = w^2 y, two volumes at a time (padding included). Returns -1 when
+ * a weight is not finite. */
+static int weights(const fit_ctx *c, const double *beta, const double *y, double *w,
+                   double *w2, double *wy) {
+  size_t n2 = c->n2;
+  const double *xc = c->xc;
+  v2u flag = {0, 0};
+  for (size_t i = 0; i < n2; i += 2) {
+    v2d acc = ld2(xc + i) * beta[0];
+    for (int k = 1; k < NCOEF; k++) acc += ld2(xc + (size_t)k * n2 + i) * beta[k];
+    flag |= flag_exp_slow(acc);
+    v2d wi = vexp_core(acc), wi2 = wi * wi;
+    st2(w + i, wi);
+    st2(w2 + i, wi2);
+    st2(wy + i, wi2 * ld2(y + i));
+  }
+  if (!(flag[0] | flag[1])) return 0;
+  /* rare: a predicted log signal beyond +-512 or not finite: libm's exp
+   * there, the same values elsewhere (lanes are independent) */
+  for (size_t i = 0; i < c->n; i++) {
+    double acc = xc[i] * beta[0];
+    for (int k = 1; k < NCOEF; k++) acc += xc[(size_t)k * n2 + i] * beta[k];
+    double wi = fabs(acc) < EXP_FAST_LIMIT ? vexp_core(splat(acc))[0] : exp(acc);
+    if (!isfinite(wi)) return -1;
+    w[i] = wi;
+    w2[i] = wi * wi;
+    wy[i] = w2[i] * y[i];
+  }
+  return 0;
+}
+
+/* WLS through the normal equations (X^T W^2 X) beta = X^T W^2 y, with the
+ * system scaled to unit diagonal and a hand-written Cholesky. The 28
+ * distinct entries of X^T W^2 X accumulate w2_i (x_ik x_ij) over the rows i
+ * in order, two entries per instruction, in registers. Returns -1 (caller
+ * falls back to the SVD) when a pivot is not clearly positive. */
+#define CHOL_PIVOT_TOL 1e-10
+static int wls_normal(const fit_ctx *c, const double *w2, const double *wy, double *beta) {
+  size_t n = c->n;
+  v2d acc[NTRI / 2], bacc[NPAD / 2];
+  for (int p = 0; p < NTRI / 2; p++) acc[p] = splat(0);
+  for (int p = 0; p < NPAD / 2; p++) bacc[p] = splat(0);
+  for (size_t i = 0; i < n; i++) {
+    const double *q = c->xx + i * NTRI;
+    v2d s = splat(w2[i]);
+#pragma GCC unroll 14
+    for (int p = 0; p < NTRI / 2; p++) acc[p] += s * ld2(q + 2 * p);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const double *r = c->xr + i * NPAD;
+    v2d s = splat(wy[i]);
+#pragma GCC unroll 4
+    for (int p = 0; p < NPAD / 2; p++) bacc[p] += s * ld2(r + 2 * p);
+  }
+  double at[NTRI], a[NCOEF][NCOEF], b[NPAD];
+  memcpy(at, acc, sizeof at);
+  memcpy(b, bacc, sizeof b);
+  for (int k = 0, p = 0; k < NCOEF; k++)
+    for (int j = 0; j <= k; j++) a[k][j] = at[p++];
   double d[NCOEF];
   for (int k = 0; k < NCOEF; k++) {
     if (!(a[k][k] > 0) || !isfinite(a[k][k])) return -1;
@@ -166,9 +444,9 @@ static int wls_normal(const double *xr, size_t n, const double *w, const double 
   /* in-place Cholesky, lower triangle: a = L L^T */
   for (int k = 0; k < NCOEF; k++) {
     for (int j = 0; j < k; j++) {
-      double acc = a[k][j];
-      for (int m = 0; m < j; m++) acc -= a[k][m] * a[j][m];
-      a[k][j] = acc / a[j][j];
+      double s = a[k][j];
+      for (int m = 0; m < j; m++) s -= a[k][m] * a[j][m];
+      a[k][j] = s / a[j][j];
     }
     double p = a[k][k];
     for (int m = 0; m < k; m++) p -= a[k][m] * a[k][m];
@@ -177,14 +455,14 @@ static int wls_normal(const double *xr, size_t n, const double *w, const double 
   }
   double z[NCOEF];
   for (int k = 0; k < NCOEF; k++) {
-    double acc = b[k];
-    for (int m = 0; m < k; m++) acc -= a[k][m] * z[m];
-    z[k] = acc / a[k][k];
+    double s = b[k];
+    for (int m = 0; m < k; m++) s -= a[k][m] * z[m];
+    z[k] = s / a[k][k];
   }
   for (int k = NCOEF - 1; k >= 0; k--) {
-    double acc = z[k];
-    for (int m = k + 1; m < NCOEF; m++) acc -= a[m][k] * z[m];
-    z[k] = acc / a[k][k];
+    double s = z[k];
+    for (int m = k + 1; m < NCOEF; m++) s -= a[m][k] * z[m];
+    z[k] = s / a[k][k];
   }
   for (int k = 0; k < NCOEF; k++) {
     beta[k] = z[k] * d[k];
@@ -195,30 +473,14 @@ static int wls_normal(const double *xr, size_t n, const double *w, const double 
 
 static int fit_voxel(const fit_ctx *c, slot *sl, size_t v) {
   size_t n = c->n;
-  const double *sig = c->signals + v * n;
-  double *y = sl->y, beta[NCOEF];
-  for (size_t i = 0; i < n; i++) {
-    double s = sig[i];
-    if (isnan(s) || s == INFINITY) return -1; /* np.maximum keeps NaN */
-    y[i] = log(s < c->min_signal ? c->min_signal : s);
-  }
-  for (int k = 0; k < NCOEF; k++) { /* OLS: pinv(X) y */
-    const double *p = c->pinv + (size_t)k * n;
-    double acc = 0;
-    for (size_t i = 0; i < n; i++) acc += p[i] * y[i];
-    beta[k] = acc;
-  }
+  double *y = sl->y, beta[NPAD];
+  if (log_signal(c->signals + v * n, n, c->min_signal, y)) return -1;
+  ols(c->pt, y, n, beta);
   if (c->method == ND_DTI_WLS) {
     /* w = exp(X beta_ols); solve pinv(diag(w) X) (w * y) */
     double *w = sl->w;
-    for (size_t i = 0; i < n; i++) {
-      const double *r = c->xr + i * NCOEF;
-      double acc = 0;
-      for (int k = 0; k < NCOEF; k++) acc += r[k] * beta[k];
-      w[i] = exp(acc);
-      if (!isfinite(w[i])) return -1;
-    }
-    if (wls_normal(c->xr, n, w, y, beta) == 0) return put_tensor(c, beta, v);
+    if (weights(c, beta, y, w, sl->w2, sl->wy)) return -1;
+    if (wls_normal(c, sl->w2, sl->wy, beta) == 0) return put_tensor(c, beta, v);
     for (int k = 0; k < NCOEF; k++)
       for (size_t i = 0; i < n; i++) sl->a[(size_t)k * n + i] = c->x[(size_t)k * n + i] * w[i];
     for (size_t i = 0; i < n; i++) w[i] *= y[i];
@@ -297,7 +559,8 @@ static int check_args(const nd_gradients *g, const double *signals, size_t nvox,
   return 0;
 }
 
-/* The design matrix, its pseudo-inverse and the WLS workspace size. */
+/* The design matrix, its pseudo-inverse (row-major 7 x n) and the WLS
+ * workspace size. */
 static int setup(fit_ctx *c, const nd_gradients *g, double *x, double *pinv) {
   size_t n = g->n;
   c->min_diffusivity = ND_DTI_EVAL_TOL / design_matrix(g, x);
@@ -315,7 +578,7 @@ static int setup(fit_ctx *c, const nd_gradients *g, double *x, double *pinv) {
   double *work = nd_malloc((size_t)c->svd_lwork * sizeof *work);
   if (!work) goto done;
   /* pinv(X) column by column of the identity, through the same routine the
-   * voxels use, so OLS and WLS share one code path */
+   * WLS fallback uses */
   double *e = nd_calloc(n, sizeof *e), col[NCOEF];
   rc = e ? 0 : ND_ENOMEM;
   for (size_t i = 0; !rc && i < n; i++) {
@@ -335,43 +598,58 @@ done:
   return 0;
 }
 
+/* The per-fit tables of fit_ctx from x (column-major n x 7) and pinv
+ * (row-major 7 x n), in tab (n (2 NPAD + NTRI) + 7 n2 doubles). */
+static void tables(fit_ctx *c, const double *x, const double *pinv, double *tab) {
+  size_t n = c->n, n2 = c->n2;
+  double *pt = tab, *xr = pt + n * NPAD, *xx = xr + n * NPAD, *xc = xx + n * NTRI;
+  for (size_t i = 0; i < n; i++) {
+    for (int k = 0; k < NPAD; k++) {
+      pt[i * NPAD + k] = k < NCOEF ? pinv[(size_t)k * n + i] : 0;
+      xr[i * NPAD + k] = k < NCOEF ? x[(size_t)k * n + i] : 0;
+    }
+    for (int k = 0, p = 0; k < NCOEF; k++)
+      for (int j = 0; j <= k; j++) xx[i * NTRI + p++] = x[(size_t)k * n + i] * x[(size_t)j * n + i];
+  }
+  for (int k = 0; k < NCOEF; k++)
+    for (size_t i = 0; i < n2; i++) xc[(size_t)k * n2 + i] = i < n ? x[(size_t)k * n + i] : 0;
+  c->pt = pt;
+  c->xr = xr;
+  c->xx = xx;
+  c->xc = xc;
+}
+
 static void slots_free(slot *s, size_t k) {
   for (size_t i = 0; s && i < k; i++) nd_free(s[i].mem);
   nd_free(s);
 }
 
 static int slots_new(fit_ctx *c) {
-  size_t n = c->n, per = 3 * n * NCOEF + NCOEF + NCOEF * NCOEF + (size_t)c->svd_lwork + 2 * n;
+  size_t n = c->n, n2 = c->n2, per = n2;
+  if (c->method == ND_DTI_WLS)
+    per = 2 * n * NCOEF + NCOEF + NCOEF * NCOEF + (size_t)c->svd_lwork + 4 * n2;
   c->slots = nd_calloc(c->nslots, sizeof *c->slots);
   if (!c->slots) return nd__merr(ND_ENOMEM, "dti: out of memory");
   for (size_t i = 0; i < c->nslots; i++) {
     slot *s = &c->slots[i];
     atomic_init(&s->busy, 0);
-    if (c->method != ND_DTI_WLS) continue; /* OLS needs only y */
     s->mem = nd_malloc(per * sizeof(double));
     if (!s->mem) {
       slots_free(c->slots, i);
       c->slots = NULL;
       return nd__merr(ND_ENOMEM, "dti: out of memory");
     }
-    s->a = s->mem;
+    s->y = s->mem;
+    if (c->method != ND_DTI_WLS) continue; /* OLS needs only y */
+    s->w = s->y + n2;
+    s->w2 = s->w + n2;
+    s->wy = s->w2 + n2;
+    s->a = s->wy + n2;
     s->u = s->a + n * NCOEF;
     s->s = s->u + n * NCOEF;
     s->vt = s->s + NCOEF;
     s->work = s->vt + NCOEF * NCOEF;
-    s->y = s->work + c->svd_lwork;
-    s->w = s->y + n;
   }
-  if (c->method != ND_DTI_WLS)
-    for (size_t i = 0; i < c->nslots; i++) {
-      c->slots[i].mem = nd_malloc(n * sizeof(double));
-      if (!c->slots[i].mem) {
-        slots_free(c->slots, c->nslots);
-        c->slots = NULL;
-        return nd__merr(ND_ENOMEM, "dti: out of memory");
-      }
-      c->slots[i].y = c->slots[i].mem;
-    }
   return 0;
 }
 
@@ -386,21 +664,16 @@ int nd_dti_fit(const nd_gradients *g, const double *signals, size_t nvox, size_t
   nd_pool *pool = o->pool;
   if (!pool && (rc = nd_pool_global(&pool)) != 0)
     return nd__merr(rc, "dti: cannot start the global pool");
-  fit_ctx c = {.n = nvol, .signals = signals, .method = o->method, .out = out,
-               .min_signal = o->min_signal > 0 ? o->min_signal : ND_DTI_MIN_SIGNAL};
+  fit_ctx c = {.n = nvol, .n2 = nvol + (nvol & 1), .signals = signals, .method = o->method,
+               .out = out, .min_signal = o->min_signal > 0 ? o->min_signal : ND_DTI_MIN_SIGNAL};
   atomic_init(&c.failed, 0);
   c.nslots = (size_t)nd_pool_threads(pool) + 1;
   double *x = nd_malloc(nvol * NCOEF * sizeof *x), *pinv = nd_malloc(nvol * NCOEF * sizeof *pinv);
-  if (!x || !pinv) rc = nd__merr(ND_ENOMEM, "dti: out of memory");
+  double *tab = nd_malloc((nvol * (2 * NPAD + NTRI) + NCOEF * c.n2) * sizeof *tab);
+  if (!x || !pinv || !tab) rc = nd__merr(ND_ENOMEM, "dti: out of memory");
   if (!rc) rc = setup(&c, g, x, pinv);
   c.x = x;
-  c.pinv = pinv;
-  double *xr = NULL;
-  if (!rc && !(xr = nd_malloc(nvol * NCOEF * sizeof *xr)))
-    rc = nd__merr(ND_ENOMEM, "dti: out of memory");
-  for (size_t i = 0; !rc && i < nvol; i++)
-    for (int k = 0; k < NCOEF; k++) xr[i * NCOEF + k] = x[(size_t)k * nvol + i];
-  c.xr = xr;
+  if (!rc) tables(&c, x, pinv, tab);
   if (!rc) rc = slots_new(&c);
   if (!rc) rc = result_alloc(out, nvox);
   if (!rc && nvox > 0) {
@@ -418,7 +691,7 @@ int nd_dti_fit(const nd_gradients *g, const double *signals, size_t nvox, size_t
   }
   if (c.slots) slots_free(c.slots, c.nslots);
   nd_free(x);
-  nd_free(xr);
   nd_free(pinv);
+  nd_free(tab);
   return rc;
 }

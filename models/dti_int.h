@@ -17,4 +17,13 @@ struct nd_gradients {
 int nd__gradients_read_fsl(const char *bval_path, const char *bvec_path, double b0_threshold,
                            nd_gradients **out);
 
+/* The eigen-decomposition of the symmetric 3 x 3 row-major m (its upper
+ * triangle is read) by cyclic Jacobi rotations (dti.c): evals descending
+ * (equal ones in the order of m's diagonal after the rotations), column j of
+ * the row-major evecs the unit eigenvector of evals[j], its component of
+ * largest magnitude positive (the first such on ties). No floor is applied.
+ * Returns -1 (outputs undefined) when an entry is not finite or the
+ * rotations do not converge, else 0. Deterministic. */
+int nd__dti_eigh3(const double m[9], double evals[3], double evecs[9]);
+
 #endif

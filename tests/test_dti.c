@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "models/dti_int.h" /* nd__dti_eigh3 */
 #include "nidag.h"
 #include "tests/testutil.h"
 
@@ -355,6 +356,175 @@ static void test_fit_deterministic(void **state) {
   nd_gradients_free(g);
 }
 
+/* ------------------------------------------------------- eigensolver */
+
+/* a = r diag(ev) r^T, row-major */
+static void compose(const double *ev, const double *r, double *a) {
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++) {
+      a[3 * i + j] = 0;
+      for (int k = 0; k < 3; k++) a[3 * i + j] += r[3 * i + k] * ev[k] * r[3 * j + k];
+    }
+}
+
+/* nd__dti_eigh3 on m: descending eigenvalues (within tol * |m| of want when
+ * given), |m v - l v| <= tol |m| per column (|m| = 3 max |m_ij|), V^T V
+ * = I within tol, and each column's first component of largest magnitude
+ * positive. Returns the largest residual seen, relative to |m|. */
+static double check_eigh3(const double *m, const double *want, double tol, double *evals,
+                          double *evecs) {
+  double nrm = 0, worst = 0; /* 3 max |m_ij| >= the Frobenius norm, without underflow */
+  for (int k = 0; k < 9; k++) nrm = fmax(nrm, 3 * fabs(m[k]));
+  assert_int_equal(nd__dti_eigh3(m, evals, evecs), 0);
+  assert_true(evals[0] >= evals[1] && evals[1] >= evals[2]);
+  for (int j = 0; j < 3; j++) {
+    if (want && !(fabs(evals[j] - want[j]) <= tol * nrm))
+      fail_msg("eigenvalue %d = %.17g, expected %.17g", j, evals[j], want[j]);
+    for (int i = 0; i < 3; i++) {
+      double av = 0;
+      for (int k = 0; k < 3; k++) av += m[3 * i + k] * evecs[3 * k + j];
+      double res = fabs(av - evals[j] * evecs[3 * i + j]);
+      if (!(res <= tol * nrm)) fail_msg("column %d: residual %.3g of |A| %.3g", j, res, nrm);
+      if (nrm > 0) worst = fmax(worst, res / nrm);
+    }
+    for (int k = 0; k < 3; k++) {
+      double dot = 0;
+      for (int i = 0; i < 3; i++) dot += evecs[3 * i + j] * evecs[3 * i + k];
+      if (!(fabs(dot - (j == k)) <= tol)) fail_msg("columns %d, %d: dot %.17g", j, k, dot);
+      worst = fmax(worst, fabs(dot - (j == k)));
+    }
+    int big = 0;
+    for (int i = 1; i < 3; i++)
+      if (fabs(evecs[3 * i + j]) > fabs(evecs[3 * big + j])) big = i;
+    assert_true(evecs[3 * big + j] > 0);
+  }
+  return worst;
+}
+
+/* |dot| of column j of evecs with column k of r */
+static double col_dot(const double *evecs, int j, const double *r, int k) {
+  double d = 0;
+  for (int i = 0; i < 3; i++) d += evecs[3 * i + j] * r[3 * i + k];
+  return fabs(d);
+}
+
+#define EIG_TOL 1e-13
+
+static void test_eigh3_exact(void **state) {
+  (void)state;
+  double ev[3], vec[9];
+  /* all zero: zero eigenvalues, the identity */
+  const double zero[9] = {0};
+  check_eigh3(zero, (double[]){0, 0, 0}, 0, ev, vec);
+  const double id[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+  assert_memory_equal(vec, id, sizeof id);
+  /* exactly isotropic: no rotation at all */
+  const double iso[9] = {1e-3, 0, 0, 0, 1e-3, 0, 0, 0, 1e-3};
+  check_eigh3(iso, (double[]){1e-3, 1e-3, 1e-3}, 0, ev, vec);
+  assert_memory_equal(vec, id, sizeof id);
+  /* diagonal: sorted, unit vectors (the column of 3e-3 is y, and so on) */
+  const double dg[9] = {1e-3, 0, 0, 0, 3e-3, 0, 0, 0, 2e-3};
+  check_eigh3(dg, (double[]){3e-3, 2e-3, 1e-3}, 0, ev, vec);
+  const double perm[9] = {0, 0, 1, 1, 0, 0, 0, 1, 0};
+  assert_memory_equal(vec, perm, sizeof perm);
+  /* diagonal with negative entries: still descending */
+  const double neg[9] = {-2, 0, 0, 0, 0, 0, 0, 0, 5};
+  check_eigh3(neg, (double[]){5, 0, -2}, 0, ev, vec);
+  /* a 2 x 2 block with equal diagonal (a 45 degree rotation) */
+  const double blk[9] = {1, 2, 0, 2, 1, 0, 0, 0, 0};
+  check_eigh3(blk, (double[]){3, 0, -1}, EIG_TOL, ev, vec);
+  /* non-finite entries (read from the upper triangle) */
+  double bad[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+  bad[5] = NAN;
+  assert_int_equal(nd__dti_eigh3(bad, ev, vec), -1);
+  bad[5] = 0;
+  bad[2] = -INFINITY;
+  assert_int_equal(nd__dti_eigh3(bad, ev, vec), -1);
+}
+
+static void test_eigh3_hard(void **state) {
+  (void)state;
+  double r[9], m[9], ev[3], vec[9], worst = 0;
+  rotation(0.4, 1.1, -0.7, r);
+  /* isotropic after rounding: the off-diagonal entries are rounding noise */
+  const double iso[3] = {1e-3, 1e-3, 1e-3};
+  compose(iso, r, m);
+  worst = fmax(worst, check_eigh3(m, iso, EIG_TOL, ev, vec));
+  /* two equal eigenvalues, the larger or the smaller pair: the distinct
+   * eigenvector is determined */
+  const double prolate[3] = {2e-3, 1e-3, 1e-3}, oblate[3] = {1e-3, 1e-3, 0.2e-3};
+  compose(prolate, r, m);
+  worst = fmax(worst, check_eigh3(m, prolate, EIG_TOL, ev, vec));
+  assert_double_equal(col_dot(vec, 0, r, 0), 1.0, 1e-12);
+  compose(oblate, r, m);
+  worst = fmax(worst, check_eigh3(m, oblate, EIG_TOL, ev, vec));
+  assert_double_equal(col_dot(vec, 2, r, 2), 1.0, 1e-12);
+  /* nearly equal, and very different magnitudes (the small ones are only
+   * determined to within rounding of the largest) */
+  const double sets[][3] = {{1e-3 * (1 + 1e-12), 1e-3, 1e-3 * (1 - 1e-13)},
+                            {1.0, 1e-8, 1e-16},
+                            {1e-3, 1e-9, -1e-15},
+                            {1e-3, -1e-12, -0.5},
+                            {3e-200, 2e-200, 1e-200}, /* scaled internally */
+                            {3e200, 2e200, -1e200}};
+  for (size_t k = 0; k < sizeof sets / sizeof *sets; k++) {
+    compose(sets[k], r, m);
+    worst = fmax(worst, check_eigh3(m, NULL, EIG_TOL, ev, vec));
+    double big = fmax(fabs(sets[k][0]), fabs(sets[k][2])); /* each set is descending */
+    for (int j = 0; j < 3; j++) assert_true(fabs(ev[j] - sets[k][j]) <= 4 * EIG_TOL * big);
+  }
+  /* the same on a diagonal with one tiny off-diagonal pair */
+  const double tiny[9] = {1, 1e-30, 0, 1e-30, 1e-20, 1e-25, 0, 1e-25, 1e-20};
+  worst = fmax(worst, check_eigh3(tiny, NULL, EIG_TOL, ev, vec));
+  /* random symmetric matrices, and random spectra with repeated values */
+  uint64_t st = nd_test_seed("dti_eigh3", 7);
+  for (int t = 0; t < 20000; t++) {
+    double u[6];
+    for (int k = 0; k < 6; k++) u[k] = (double)(splitmix64(&st) >> 11) * 0x1p-52 - 1.0;
+    if (t % 2 == 0) {
+      double sym[9] = {u[0], u[1], u[2], u[1], u[3], u[4], u[2], u[4], u[5]};
+      memcpy(m, sym, sizeof m);
+    } else {
+      double e[3] = {u[0], t % 3 ? u[0] : u[1], t % 5 ? u[2] : u[0]};
+      rotation(3 * u[3], 3 * u[4], 3 * u[5], r);
+      compose(e, r, m);
+    }
+    worst = fmax(worst, check_eigh3(m, NULL, EIG_TOL, ev, vec));
+  }
+  printf("# eigh3: worst residual / orthonormality %.3g\n", worst);
+}
+
+/* Noise-free isotropic and prolate tensors through the fit: FA ~ 0, the
+ * eigenvalues, and V diag(l) V^T back to the tensor. */
+static void test_fit_equal_eigenvalues(void **state) {
+  (void)state;
+  nd_gradients *g = table();
+  enum { NV = 3 };
+  double ev[NV][3] = {{0.8e-3, 0.8e-3, 0.8e-3}, {1.7e-3, 0.3e-3, 0.3e-3}, {1.1e-3, 1.1e-3, 0.2e-3}};
+  double rot[9], s[NV * NVOL];
+  rotation(0.9, 0.5, 2.0, rot);
+  for (int v = 0; v < NV; v++) signals(g, ev[v], rot, s + v * NVOL);
+  for (int meth = 0; meth < 2; meth++) {
+    nd_dti_result r;
+    nd_dti_opts o = {.method = meth ? ND_DTI_OLS : ND_DTI_WLS};
+    assert_int_equal(nd_dti_fit(g, s, NV, NVOL, &o, &r), 0);
+    assert_int_equal(r.n_failed, 0);
+    assert_true(r.fa[0] <= 1e-9);
+    for (int v = 0; v < NV; v++) {
+      double want[9], got[9];
+      compose(ev[v], rot, want);
+      compose(r.evals + 3 * v, r.evecs + 9 * v, got);
+      /* the fit itself recovers D to ~1e-12 relative */
+      for (int k = 0; k < 9; k++) assert_double_equal(got[k], want[k], 1e-10 * ev[v][0]);
+      for (int k = 0; k < 3; k++) assert_double_equal(r.evals[3 * v + k], ev[v][k], 1e-10 * ev[v][0]);
+    }
+    assert_double_equal(col_dot(r.evecs + 9, 0, rot, 0), 1.0, 1e-9);
+    assert_double_equal(col_dot(r.evecs + 18, 2, rot, 2), 1.0, 1e-9);
+    nd_dti_result_free(&r);
+  }
+  nd_gradients_free(g);
+}
+
 static int setup_dir(void **state) {
   (void)state;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/nd_test_dti_XXXXXX");
@@ -374,6 +544,8 @@ int main(void) {
       cmocka_unit_test(test_gradients_errors), cmocka_unit_test(test_read_fsl_errors),
       cmocka_unit_test(test_fit_noise_free),   cmocka_unit_test(test_fit_degenerate),
       cmocka_unit_test(test_fit_errors),       cmocka_unit_test(test_fit_deterministic),
+      cmocka_unit_test(test_eigh3_exact),      cmocka_unit_test(test_eigh3_hard),
+      cmocka_unit_test(test_fit_equal_eigenvalues),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

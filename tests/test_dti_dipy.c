@@ -3,8 +3,10 @@
  * own small_64D dataset (gradients read from FSL files) and a 2,000-voxel
  * synthetic set, WLS and OLS. FA, MD, AD, RD agree to <= 1e-6 absolute and
  * the eigenvalues to <= 1e-6 relative on the voxels where the fit is well
- * defined (the reference's *_well_defined mask); the b0 mask and the
- * eigenvalue floor are equal. No Python is needed. */
+ * defined (the reference's *_well_defined mask), the eigenvectors up to
+ * sign to an angle <= 1e-8 where the eigenvalues are well separated
+ * (*_evec_ok); the b0 mask and the eigenvalue floor are equal. No Python is
+ * needed. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +25,12 @@
 
 #define TOL_ABS 1e-6 /* FA, MD, AD, RD */
 #define TOL_REL 1e-6 /* eigenvalues */
+/* Eigenvectors, where *_evec_ok (gaps > 0.001 l1), up to sign: the distance
+ * |ours - sign(dot) DIPY's| between unit vectors, i.e. the angle in radians
+ * (measured: <= 1.6e-10 for WLS, whose coefficients differ from DIPY's by
+ * ~1e-12 relative, divided by the gap; <= 1e-12 for OLS). Much stricter
+ * than |dot| >= 1 - 1e-9, which allows an angle of 4.5e-5. */
+#define TOL_EVEC 1e-8
 
 static nd_array *load(const char *name) {
   char path[512];
@@ -50,7 +58,8 @@ static double *as_f64(const nd_array *a) {
 
 typedef struct worst {
   double fa, md, ad, rd, ev;
-  size_t compared;
+  double evec;         /* max over columns of |ours - sign(dot) DIPY's| */
+  size_t compared, evec_compared;
 } worst;
 
 static void compare(const char *cs, const char *method, const nd_dti_result *r, worst *w) {
@@ -58,12 +67,16 @@ static void compare(const char *cs, const char *method, const nd_dti_result *r, 
 #define REF(what) (snprintf(name, sizeof name, "%s_%s_%s.npy", cs, method, what), load(name))
   nd_array *fa = REF("fa"), *md = REF("md"), *ad = REF("ad"), *rd = REF("rd");
   nd_array *ev = REF("evals"), *ok = REF("well_defined");
+  nd_array *vec = REF("evecs"), *vec_ok = REF("evec_ok");
 #undef REF
   size_t n = nd_array_count(fa);
   assert_int_equal(n, r->nvox);
   const double *rfa = nd_array_data(fa), *rmd = nd_array_data(md), *rad = nd_array_data(ad),
                *rrd = nd_array_data(rd), *rev = nd_array_data(ev);
-  const int64_t *good = nd_array_data(ok);
+  const int64_t *good = nd_array_data(ok), *good_vec = nd_array_data(vec_ok);
+  const double *rvec = nd_array_data(vec);
+  assert_int_equal(nd_array_count(vec), 9 * n);
+  assert_int_equal(nd_array_count(vec_ok), n);
   memset(w, 0, sizeof *w);
   for (size_t v = 0; v < n; v++) {
     if (!good[v]) continue;
@@ -74,19 +87,37 @@ static void compare(const char *cs, const char *method, const nd_dti_result *r, 
     w->rd = fmax(w->rd, fabs(r->rd[v] - rrd[v]));
     for (int k = 0; k < 3; k++)
       w->ev = fmax(w->ev, fabs(r->evals[3 * v + k] - rev[3 * v + k]) / fabs(rev[3 * v + k]));
+    if (!good_vec[v]) continue;
+    /* eigenvectors where the eigenvalues are well separated, up to sign:
+     * both are row-major 3 x 3 with column j the eigenvector of evals[j] */
+    w->evec_compared++;
+    for (int j = 0; j < 3; j++) {
+      double dot = 0, dist = 0;
+      for (int i = 0; i < 3; i++) dot += r->evecs[9 * v + 3 * i + j] * rvec[9 * v + 3 * i + j];
+      for (int i = 0; i < 3; i++) {
+        double e = r->evecs[9 * v + 3 * i + j] - copysign(1.0, dot) * rvec[9 * v + 3 * i + j];
+        dist += e * e;
+      }
+      w->evec = fmax(w->evec, sqrt(dist));
+    }
   }
   printf("# %s %s: %zu of %zu voxels compared; max |dFA| %.3g |dMD| %.3g |dAD| %.3g |dRD| %.3g, "
-         "eigenvalues rel %.3g\n",
-         cs, method, w->compared, n, w->fa, w->md, w->ad, w->rd, w->ev);
+         "eigenvalues rel %.3g; eigenvectors (%zu voxels) max angle %.3g\n",
+         cs, method, w->compared, n, w->fa, w->md, w->ad, w->rd, w->ev, w->evec_compared,
+         w->evec);
   assert_true(w->compared > n / 2);
+  assert_true(w->evec_compared > n / 2);
   assert_true(w->fa <= TOL_ABS && w->md <= TOL_ABS && w->ad <= TOL_ABS && w->rd <= TOL_ABS);
   assert_true(w->ev <= TOL_REL);
+  assert_true(w->evec <= TOL_EVEC);
   nd_array_release(fa);
   nd_array_release(md);
   nd_array_release(ad);
   nd_array_release(rd);
   nd_array_release(ev);
   nd_array_release(ok);
+  nd_array_release(vec);
+  nd_array_release(vec_ok);
 }
 
 static void check_gradients(const nd_gradients *g, const char *cs) {

@@ -98,13 +98,17 @@ typedef struct nd_dti_result {
   double *fa, *md, *ad, *rd; /* nvox each */
   double *evals;             /* nvox x 3, descending, floored */
   double *evecs;             /* nvox x 9, row-major 3 x 3 per voxel whose
-                                column j is the eigenvector of evals[j]
-                                (DIPY's evecs[..., :, j]); signs as LAPACK
-                                dsyevd gives them */
+                                column j is the unit eigenvector of evals[j]
+                                (DIPY's evecs[..., :, j]), its component of
+                                largest magnitude positive (the first such
+                                on ties); DIPY's signs are LAPACK's, so
+                                columns may differ from DIPY's in sign */
   double min_diffusivity;    /* the eigenvalue floor that was applied */
   size_t n_failed;           /* voxels whose outputs are NaN: a NaN or +Inf
                                 signal, or a numerical failure (an
-                                overflowing weight, LAPACK not converging) */
+                                overflowing weight, a non-finite tensor,
+                                the SVD or the eigensolver not
+                                converging) */
 } nd_dti_result;
 
 /* Fit a tensor in each of nvox voxels. signals is voxel-major: voxel v's nvol
@@ -116,8 +120,12 @@ typedef struct nd_dti_result {
  *  - OLS: beta = pinv(X) y; WLS: w = exp(X beta_ols), beta =
  *    pinv(diag(w) X) (w * y). pinv is numpy's: singular values at or below
  *    1e-15 times the largest are dropped;
- *  - eigenvalues of D descending (ties: the later LAPACK one first), then
- *    clipped from below at min_diffusivity;
+ *  - eigenvalues of D, by cyclic Jacobi rotations (not LAPACK; they agree
+ *    with DIPY's to rounding), sorted descending by a stable sort (equal
+ *    eigenvalues keep the order of the rotated diagonal; their
+ *    eigenvectors are then some orthonormal basis of their eigenspace, the
+ *    same for the same D; D = 0 gives the identity), then clipped from
+ *    below at min_diffusivity;
  *  - FA = sqrt(0.5 ((l1-l2)^2 + (l2-l3)^2 + (l3-l1)^2) / (l1^2+l2^2+l3^2)),
  *    MD = mean, AD = l1, RD = (l2+l3)/2.
  * Degenerate voxels: an all-zero (or all non-positive) signal is floored
