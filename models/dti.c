@@ -156,6 +156,12 @@ static inline v2u flag_exp_slow(v2d x) {
   return (e + (0x800 - 1032)) & 0x800;
 }
 
+/* The scalar forms of the rules the fit applies per value (for the tests):
+ * vlog_core for normal positive x, else libm; vexp_core below
+ * EXP_FAST_LIMIT, else libm. */
+double nd__dti_log(double x) { return isnormal(x) && x > 0 ? vlog_core(splat(x))[0] : log(x); }
+double nd__dti_exp(double x) { return fabs(x) < EXP_FAST_LIMIT ? vexp_core(splat(x))[0] : exp(x); }
+
 /* ------------------------------------------------------ design matrix */
 
 /* DIPY's design_matrix: -B with B's columns (Bxx, 2Bxy, Byy, 2Bxz, 2Byz,

@@ -2,6 +2,7 @@
  * layouts, every validation error), exact recovery of noise-free tensors by
  * OLS and WLS, bitwise independence from threads and chunking, degenerate
  * voxels. */
+#include <float.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -538,8 +539,47 @@ static int teardown_dir(void **state) {
   return system(cmd) == 0 ? 0 : -1;
 }
 
+/* The fit's own log and exp are within 1 ulp of libm's (glibc's are
+ * correctly rounded in practice), over wide log-uniform ranges, near 1 and
+ * near 0 where cancellation would show, and at the edges where they hand
+ * over to libm. */
+static bool within_ulp(double ours, double ref) {
+  return ours == ref || ours == nextafter(ref, INFINITY) || ours == nextafter(ref, -INFINITY);
+}
+
+static void test_log_exp_accuracy(void **state) {
+  (void)state;
+  uint64_t seed = 12345;
+  size_t bad_log = 0, bad_exp = 0;
+  for (int i = 0; i < 2000000; i++) {
+    double u = (double)(splitmix64(&seed) >> 11) * 0x1p-53;
+    double x = i % 4 == 0 ? exp((u - 0.5) * 1400.0)          /* 1e-304 .. 1e304 */
+               : i % 4 == 1 ? 1.0 + (u - 0.5) * 1e-3          /* near 1 */
+               : i % 4 == 2 ? 1e-4 + u * 5000.0               /* signals */
+                            : ldexp(1.0 + u, (int)(u * 2000) - 1000);
+    if (!within_ulp(nd__dti_log(x), log(x))) bad_log++;
+    double e = i % 3 == 0 ? (u - 0.5) * 1400.0 : i % 3 == 1 ? (u - 0.5) * 1e-6 : -u * 20.0;
+    if (!within_ulp(nd__dti_exp(e), exp(e))) bad_exp++;
+  }
+  const double edges[] = {DBL_MIN, 0x1p-1022 * 1.5, DBL_MAX, 0x1.6a09e667f3bccp-1,
+                          0x1.6a09e667f3bcdp-1, 1.0, 2.0, 0.5};
+  for (size_t k = 0; k < sizeof edges / sizeof *edges; k++)
+    if (!within_ulp(nd__dti_log(edges[k]), log(edges[k]))) bad_log++;
+  const double eedges[] = {0.0, -0.0, 511.999, -511.999, 512.0, -512.0, 700.0, -745.0, 1e-300};
+  for (size_t k = 0; k < sizeof eedges / sizeof *eedges; k++)
+    if (!within_ulp(nd__dti_exp(eedges[k]), exp(eedges[k]))) bad_exp++;
+  assert_true(nd__dti_log(1.0) == 0.0);
+  assert_true(nd__dti_exp(0.0) == 1.0);
+  assert_true(isnan(nd__dti_log(NAN)) && isnan(nd__dti_exp(NAN)));
+  assert_true(nd__dti_log(0.0) == -INFINITY && nd__dti_exp(-INFINITY) == 0.0);
+  printf("# log/exp: %zu / %zu values more than 1 ulp from libm\n", bad_log, bad_exp);
+  assert_int_equal(bad_log, 0);
+  assert_int_equal(bad_exp, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_log_exp_accuracy),
       cmocka_unit_test(test_read_fsl_layouts), cmocka_unit_test(test_b0_nonunit_zeroed),
       cmocka_unit_test(test_gradients_errors), cmocka_unit_test(test_read_fsl_errors),
       cmocka_unit_test(test_fit_noise_free),   cmocka_unit_test(test_fit_degenerate),
