@@ -5,7 +5,7 @@
 #   ./run.sh test    install missing packages, build into build/, run the whole ctest suite
 #   ./run.sh asan    build build-asan/ with ASan+UBSan and run every test
 #   ./run.sh tsan    build build-tsan/ with TSan and run the concurrent suites (ctest -L tsan)
-#   ./run.sh bench   build into build/ and run `nidag-bench runtime`, `cache` and `models`
+#   ./run.sh bench   build into build/ and run `nidag-bench runtime`, `cache`, `models` and `dti`
 #
 # Extra arguments after `demo` are passed to `nidag demo` (e.g. --threads 1).
 set -euo pipefail
@@ -109,6 +109,9 @@ case "$cmd" in
     build/bench/nidag-bench cache
     step "bench: build/bench/nidag-bench models"
     build/bench/nidag-bench models
+    step "bench: build/bench/nidag-bench dti (sweep plots in build/bench/)"
+    build/bench/nidag-bench dti --sweep-tsv build/bench/w6_sweep.tsv
+    scripts/plot_dti_sweep.sh build/bench/w6_sweep.tsv build/bench
     ;;
   help | -h | --help)
     usage

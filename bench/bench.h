@@ -88,6 +88,9 @@ int nb_neuro_main(int argc, char **argv);
 /* `nidag-bench models` (bench_models.c). */
 int nb_models_main(int argc, char **argv);
 void nb_models_usage(FILE *f);
+/* `nidag-bench dti` (bench_dti.c): the peers' W6 and the chunk sweep. */
+int nb_dti_main(int argc, char **argv);
+void nb_dti_usage(FILE *f);
 void nb_neuro_usage(FILE *f);
 
 /* fib(n) with a task per call inside the pool (used by W1b and as the work

@@ -8,11 +8,15 @@
 # neuro` (and the W7 nibabel peer when /usr/bin/python3 has nibabel; its
 # recorded figures otherwise); it needs about 3 GB free in /tmp. `w5` runs
 # `nidag-bench models` (and the W5 scikit-learn peer when /usr/bin/python3 has
-# sklearn; its recorded figures otherwise). `demo` runs bench/bench_demo.sh
-# (the main job's goals: cold, warm, an added atlas; about a minute).
+# sklearn; its recorded figures otherwise). `w6` runs `nidag-bench dti` (and
+# the W6 DIPY peer when /usr/bin/python3 has dipy; its recorded figures
+# otherwise), writes the chunk sweep as TSV and, when gnuplot is installed,
+# its speedup and efficiency plots (scripts/plot_dti_sweep.sh) next to the
+# output. `demo` runs bench/bench_demo.sh (the main job's goals: cold, warm,
+# an added atlas; about a minute).
 #
 #   bench/compare.sh                  # everything (about 4 minutes when idle)
-#   bench/compare.sh --only w1,w3     # subset, passed to both sides (w0 w1 w2 w3 w4 w5 w7 demo idle)
+#   bench/compare.sh --only w1,w3     # subset, passed to both sides (w0 w1 w2 w3 w4 w5 w6 w7 demo idle)
 #
 # The peers are compiled from their sources where they are ($PEERS_DIR/src)
 # into a scratch directory ($PEER_BUILD, default /tmp/nd-peers) with the flags
@@ -38,7 +42,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench}"
 QUIET_WAIT="${QUIET_WAIT:-60}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OPENBLAS_NUM_THREADS=1
 
-ONLY="w0,w1,w2,w3,w4,w5,w7,demo,idle"
+ONLY="w0,w1,w2,w3,w4,w5,w6,w7,demo,idle"
 while (($# > 0)); do
   case "$1" in
     --only)
@@ -145,11 +149,13 @@ run() { # run <tag> <command...>
 }
 
 OUT="$(mktemp /tmp/nd-compare.XXXXXX)"
-# the runtime workloads (w4 is `nidag-bench cache`, w7 `nidag-bench neuro`)
-NB_ONLY="$(echo "$ONLY" | tr -s ', ' '\n' | grep -Ev '^(w[457]|demo)$' | paste -sd, -)"
+# the runtime workloads (w4 is `nidag-bench cache`, w5 `models`, w6 `dti`, w7 `neuro`)
+NB_ONLY="$(echo "$ONLY" | tr -s ', ' '\n' | grep -Ev '^(w[4567]|demo)$' | paste -sd, -)"
 PY="$(command -v /usr/bin/python3 || command -v python3 || true)"
 have_nibabel() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import nibabel, numpy' 2>/dev/null; }
 have_sklearn() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sklearn, numpy' 2>/dev/null; }
+have_dipy() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import dipy, nibabel, numpy' 2>/dev/null; }
+W6_TSV="$OUT.w6_sweep.tsv"
 have_joblib() { [ -n "$PY" ] && "$PY" -c 'import joblib, numpy' 2>/dev/null; }
 W4_FILE="${W4_FILE:-/tmp/w4_smooth.f64}"
 {
@@ -184,6 +190,19 @@ W4_FILE="${W4_FILE:-/tmp/w4_smooth.f64}"
       log "/usr/bin/python3 with scikit-learn is missing: the W5 peer is skipped (recorded figures in the summary)"
     fi
     run models "$NIDAG_BENCH" models --threads "$OMP_NUM_THREADS"
+  fi
+  if want w6; then
+    if have_dipy; then
+      run w6 /usr/bin/python3 "$SRC/w6_dti.py" /tmp/nd-w6-fa-md.npz
+      rm -f /tmp/nd-w6-fa-md.npz
+    else
+      log "/usr/bin/python3 with dipy is missing: the W6 peer is skipped (recorded figures in the summary)"
+    fi
+    run dti "$NIDAG_BENCH" dti --threads "$OMP_NUM_THREADS" --quiet-wait "$QUIET_WAIT" \
+      --sweep-tsv "$W6_TSV"
+    if [ -s "$W6_TSV" ] && command -v gnuplot >/dev/null; then
+      log "w6 sweep plots: $("$ROOT/scripts/plot_dti_sweep.sh" "$W6_TSV" "$OUT.w6_plots" | paste -sd' ' -)"
+    fi
   fi
   if want w7; then
     if have_nibabel; then
@@ -313,6 +332,32 @@ if want w5; then
       row("R2 voting", get("w5c_voting_outer_r2"), get("w5c_nidag_voting_outer_r2"), "", "")
       row("max rel diff stacking", "-", get("w5b_nidag_stacking_max_rel_diff_vs_sklearn"), "<= 1e-6", le("w5b_nidag_stacking_max_rel_diff_vs_sklearn", 1e-6))
       row("max rel diff voting", "-", get("w5c_nidag_voting_max_rel_diff_vs_sklearn"), "<= 1e-6", le("w5c_nidag_voting_max_rel_diff_vs_sklearn", 1e-6))
+    }'
+fi
+if want w6; then
+  echo "## ---- W6 summary: diffusion tensor fits (peer: DIPY 1.6, 1 thread; (r) = recorded in results.txt) ----"
+  { grep -E '^w6[ab]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W6 -v threads="$OMP_NUM_THREADS" '
+'"$SUMMARY_AWK"'
+    END {
+      t = threads " threads"
+      row("metric", "peer", "nidag", "goal", "")
+      row("WLS 100k vox/s, " t, get("w6b_synth100k_WLS_voxels_per_s"), get("w6b_nidag_synth100k_WLS_voxels_per_s"), ">= 540000", ge("w6b_nidag_synth100k_WLS_voxels_per_s", 540000))
+      row("OLS 100k vox/s, " t, get("w6b_synth100k_OLS_voxels_per_s"), get("w6b_nidag_synth100k_OLS_voxels_per_s"), ">= 2000000", ge("w6b_nidag_synth100k_OLS_voxels_per_s", 2000000))
+      row("WLS 100k vox/s, 1 thread", get("w6b_synth100k_WLS_voxels_per_s"), get("w6b_nidag_synth100k_WLS_1t_voxels_per_s"), "", "")
+      row("OLS 100k vox/s, 1 thread", get("w6b_synth100k_OLS_voxels_per_s"), get("w6b_nidag_synth100k_OLS_1t_voxels_per_s"), "", "")
+      row("WLS 100k median |dFA| true", get("w6b_synth100k_WLS_median_abs_FA_error"), get("w6b_nidag_synth100k_WLS_median_abs_FA_error"), "", "")
+      row("small_64D WLS vox/s, " t, get("w6a_small64D_WLS_voxels_per_s"), get("w6a_nidag_small64D_WLS_voxels_per_s"), "", "")
+      row("small_64D OLS vox/s, " t, get("w6a_small64D_OLS_voxels_per_s"), get("w6a_nidag_small64D_OLS_voxels_per_s"), "", "")
+      row("small_64D load s", get("w6a_small64D_load"), get("w6a_nidag_small64D_load"), "", "")
+      row("efficiency, best chunking", "-", get("w6_nidag_sweep_best_efficiency"), ">= 0.95", ge("w6_nidag_sweep_best_efficiency", 0.95))
+      row("best chunking", "-", get("w6_nidag_sweep_best_point"), "", "")
+      row("min efficiency 4..4096 static", "-", get("w6_nidag_sweep_static_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_static_min_efficiency_4_4096", 0.9))
+      row("min efficiency 4..4096 dynamic", "-", get("w6_nidag_sweep_dynamic_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_dynamic_min_efficiency_4_4096", 0.9))
+      row("sweep maps = serial (memcmp)", "-", get("w6_nidag_sweep_deterministic"), "1", ge("w6_nidag_sweep_deterministic", 1))
+      row("WLS max |dFA| vs DIPY", "-", get("w6a_nidag_small64D_WLS_max_abs_dFA_vs_dipy"), "<= 1e-6", le("w6a_nidag_small64D_WLS_max_abs_dFA_vs_dipy", 1e-6))
+      row("WLS max |dMD| vs DIPY", "-", get("w6a_nidag_small64D_WLS_max_abs_dMD_vs_dipy"), "<= 1e-9", le("w6a_nidag_small64D_WLS_max_abs_dMD_vs_dipy", 1e-9))
+      row("OLS max |dFA| vs DIPY", "-", get("w6a_nidag_small64D_OLS_max_abs_dFA_vs_dipy"), "<= 1e-6", le("w6a_nidag_small64D_OLS_max_abs_dFA_vs_dipy", 1e-6))
+      row("OLS max |dMD| vs DIPY", "-", get("w6a_nidag_small64D_OLS_max_abs_dMD_vs_dipy"), "<= 1e-9", le("w6a_nidag_small64D_OLS_max_abs_dMD_vs_dipy", 1e-9))
     }'
 fi
 if want w7; then

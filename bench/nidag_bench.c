@@ -5,6 +5,8 @@
  *   nidag-bench cache [--only hit1k,store,...] [--reps N] [--tmp DIR]
  *   nidag-bench neuro [--reps N] [--volumes T] [--tmp DIR]
  *   nidag-bench models [--reps N] [--threads N] [--data DIR] [--tmp DIR]
+ *   nidag-bench dti [--only w6a,w6b,sweep] [--threads N] [--reps N] [--quick]
+ *                   [--sweep-tsv FILE]
  *   nidag-bench help
  *
  * `runtime` runs the workloads of ../shared/peers (W1 task overhead, W2
@@ -12,7 +14,9 @@
  * the peers' OMP_NUM_THREADS) and prints "name value unit" lines named like
  * the peers' with "nidag" as the system, then the idle CPU use of the pool.
  * `cache` measures the result cache like the peers' W4 (bench_cache.c);
- * `neuro` NIfTI loads and parcellation like the peers' W7 (bench_neuro.c).
+ * `neuro` NIfTI loads and parcellation like the peers' W7 (bench_neuro.c);
+ * `models` the peers' W5 (bench_models.c); `dti` the peers' W6 diffusion
+ * tensor fits and a chunk sweep (bench_dti.c).
  * This file holds the command line, the shared helpers and the idle probe;
  * the workloads live in bench_w*.c and bench_cache.c.
  */
@@ -208,6 +212,8 @@ static void usage(FILE *f) {
           "       nidag-bench cache [--only LIST] [--reps N] [--tmp DIR]\n"
           "       nidag-bench neuro [--reps N] [--four-reps N] [--volumes T] [--tmp DIR]\n"
           "       nidag-bench models [--reps N] [--threads N] [--data DIR] [--tmp DIR]\n"
+          "       nidag-bench dti [--only LIST] [--threads N] [--reps N] [--quick]\n"
+          "                       [--voxels N] [--data DIR] [--sweep-tsv FILE]\n"
           "       nidag-bench help\n"
           "\n"
           "runtime   run the executor workloads of ../shared/peers on a nidag pool and\n"
@@ -228,6 +234,7 @@ static void usage(FILE *f) {
   nb_cache_usage(f);
   nb_neuro_usage(f);
   nb_models_usage(f);
+  nb_dti_usage(f);
 }
 
 static int parse_double(const char *s, double *out) {
@@ -358,6 +365,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "cache") == 0) return nb_cache_main(argc - 2, argv + 2);
   if (strcmp(cmd, "neuro") == 0) return nb_neuro_main(argc - 2, argv + 2);
   if (strcmp(cmd, "models") == 0) return nb_models_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "dti") == 0) return nb_dti_main(argc - 2, argv + 2);
   usage(stderr);
   fprintf(stderr, "nidag-bench: unknown subcommand '%s'\n", cmd);
   return 2;

@@ -12,6 +12,7 @@ awk -F '\t' '
     if (s == "runtime") return "Runtime (W0-W3), peers OpenMP and oneTBB"
     if (s == "W4") return "Cache (W4), peer joblib.Memory"
     if (s == "W5") return "Models (W5), peer scikit-learn"
+    if (s == "W6") return "Diffusion tensor fits (W6), peer DIPY 1.6"
     if (s == "W7") return "Neuro (W7), peer nibabel + numpy"
     if (s == "demo") return "The main job (nidag demo)"
     return s

@@ -1,0 +1,832 @@
+/* `nidag-bench dti`: the W6 workload of ../shared/peers (voxel-wise diffusion
+ * tensor fits, DIPY 1.6 TensorModel as the peer) and a chunk sweep.
+ *
+ *   w6a    DIPY's small_64D (10x10x10 voxels x 65 volumes): from DIPY's
+ *          install when present, else tests/data/dti/small64.*. Timed:
+ *          nd_nifti_load (f64) + nd_gradients_read_fsl, and nd_dti_fit_image
+ *          of all 1,000 voxels (no mask) with WLS and OLS on the pool. FA and MD are checked
+ *          against DIPY's (tests/data/dti/small64_{wls,ols}_{fa,md}.npy,
+ *          written by scripts/dti_reference.py) over the voxels DIPY fits
+ *          well (small64_*_well_defined.npy).
+ *   w6b    100,000 synthetic voxels x 70 volumes (5 b0 + 65 random unit
+ *          directions at b = 1000), drawn like the peer's (see synth_new)
+ *          from nd_rng streams, so the data are the same on every run. WLS
+ *          and OLS with nd_dti_fit: the pool (default chunking), and a
+ *          1-thread pool with one chunk (the serial reference of the sweep).
+ *          Sanity: the median |FA_fit - FA_true| and no failed voxel.
+ *   sweep  WLS on the same voxels, 2^k chunks for k = 0..15 (nd_dti_opts
+ *          .chunks; a chunk holds ceil(nvox / 2^k) voxels), ND_STATIC and
+ *          ND_DYNAMIC. speedup = T_serial / T with T_serial the 1-thread,
+ *          1-chunk fit: by default each timed run is preceded by a serial
+ *          fit and the speedup is the median of the pairs' ratios, so a
+ *          drift of the machine's speed (a shared VM's host) over the sweep
+ *          cancels; --serial-once divides the serial median measured once
+ *          by each point's median. efficiency = speedup / threads. Every
+ *          run's maps must equal the serial run's bit for bit (memcmp).
+ *
+ * Timings are medians of 5 runs (--reps) after an untimed warm-up; the fit's
+ * own allocations (its result arrays) are inside the timed region, nothing
+ * else is. A fit error, a
+ * result that differs from the serial one, a disagreement with DIPY above
+ * the tolerances or a bad sanity figure prints "# ERROR" and fails.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "nidag.h"
+
+#ifndef NB_DTI_DATA
+#define NB_DTI_DATA "tests/data/dti"
+#endif
+#define ND6_DIPY_FILES "/usr/lib/python3/dist-packages/dipy/data/files"
+
+#define ND6_MAX_REPS 16
+#define ND6_REPS 5 /* timed runs per figure: the peer's W6a REPS (W6b: 3); the
+                      sweep's points differ by a few percent, so 5 rather
+                      than NB_REPS */
+#define ND6_BUSY 0.25     /* cores used by others that make a figure suspect */
+#define ND6_REDO 2        /* times a suspect figure is measured again */
+#define ND6_KMAX 15      /* sweep: 2^0 .. 2^15 chunks */
+#define ND6_NB0 5        /* synthetic table: 5 b0 volumes ... */
+#define ND6_NDIR 65      /* ... and 65 directions at b = 1000 */
+#define ND6_NVOL (ND6_NB0 + ND6_NDIR)
+#define ND6_BVAL 1000.0
+#define ND6_S0 1000.0
+#define ND6_NOISE_SD 20.0
+#define ND6_SEED 42
+#define ND6_TOL_FA 1e-6  /* |dFA| against DIPY (tests/test_dti_dipy.c's) */
+#define ND6_TOL_MD 1e-9  /* |dMD| in mm^2/s: 1e-6 of a typical MD */
+#define ND6_FA_SANITY 0.05 /* median |FA_fit - FA_true| (the peer: 0.006) */
+
+typedef struct d6_opts {
+  const char *data;
+  const char *sweep_tsv;
+  unsigned threads;
+  int reps;       /* 0: ND6_REPS */
+  size_t nvox;    /* synthetic voxels */
+  bool only[3];   /* w6a, w6b, sweep; none set: all */
+  bool serial_once; /* sweep speedups over one serial median, not paired runs */
+  nb_ctx bg;      /* quiet_wait / bg_seconds for nb_background */
+} d6_opts;
+
+enum { D6_W6A = 0, D6_W6B, D6_SWEEP };
+
+void nb_dti_usage(FILE *f) {
+  fprintf(f,
+          "dti       the peers' W6 (DIPY TensorModel): small_64D and 100,000 synthetic\n"
+          "          voxels, WLS and OLS, and a sweep of 2^0..2^15 chunks (static and\n"
+          "          dynamic) reporting speedup and efficiency\n"
+          "  --only LIST      w6a, w6b and/or sweep (default all)\n"
+          "  --threads N      pool workers (default 2)\n"
+          "  --reps N         timed runs per figure, after a warm-up (default %d; median)\n"
+          "  --quick          one timed run per figure (a rough sweep in a few seconds)\n"
+          "  --voxels N       synthetic voxels (default 100000)\n"
+          "  --data DIR       the repo's DIPY reference data (default %s)\n"
+          "  --sweep-tsv FILE write the sweep as TSV for scripts/plot_dti_sweep.sh\n"
+          "  --serial-once    sweep speedup = the serial median / the point's median\n"
+          "                   (default: each run is paired with a serial fit just\n"
+          "                   before it, speedup = the median of the pairs' ratios)\n"
+          "  --quiet-wait S, --bg-seconds S   as for runtime (default 0 and 1)\n",
+          ND6_REPS, NB_DTI_DATA);
+}
+
+static int d6_fail(int rc, const char *what) {
+  fprintf(stderr, "nidag-bench dti: %s: %s: %s\n", what, nd_strerror(rc), nd_models_errmsg());
+  return 1;
+}
+
+static bool file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+static int reps_for(const d6_opts *o, int dflt) { return o->reps > 0 ? o->reps : dflt; }
+
+static void print_runs(const char *label, const double *t, int n) {
+  printf("# %s runs", label);
+  for (int r = 0; r < n; r++) printf(" %.4f", t[r]);
+  printf(" s\n");
+}
+
+/* ------------------------------------------------------------ W6a */
+
+typedef struct w6a_ref {
+  nd_array *fa, *md, *ok; /* (10, 10, 10) [x, y, z]; NULL when absent */
+} w6a_ref;
+
+static void ref_free(w6a_ref *r) {
+  nd_array_release(r->fa);
+  nd_array_release(r->md);
+  nd_array_release(r->ok);
+  memset(r, 0, sizeof *r);
+}
+
+/* DIPY's saved maps for method m ("wls"/"ols"); absent files leave NULLs. */
+static void ref_load(const char *dir, const char *m, w6a_ref *r) {
+  const char *what[3] = {"fa", "md", "well_defined"};
+  nd_array **dst[3] = {&r->fa, &r->md, &r->ok};
+  for (int i = 0; i < 3; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/small64_%s_%s.npy", dir, m, what[i]);
+    if (nd_npy_load(path, dst[i]) != 0) *dst[i] = NULL;
+  }
+}
+
+/* Largest |nidag - DIPY| of FA and MD over DIPY's well-defined voxels. The
+ * maps are (16, z, y, x), the references [x, y, z]. Returns the number of
+ * voxels compared, or -1 when the references do not fit the grid. */
+static long compare_dipy(const nd_array *maps, const w6a_ref *r, double *dfa, double *dmd) {
+  size_t nz = nd_array_dim(maps, 1), ny = nd_array_dim(maps, 2), nx = nd_array_dim(maps, 3);
+  size_t nv = nx * ny * nz;
+  const nd_array *refs[3] = {r->fa, r->md, r->ok};
+  for (int i = 0; i < 3; i++) {
+    const nd_array *a = refs[i];
+    if (!a || nd_array_ndim(a) != 3 || nd_array_dim(a, 0) != nx || nd_array_dim(a, 1) != ny ||
+        nd_array_dim(a, 2) != nz || nd_array_dtype(a) != (i == 2 ? ND_I64 : ND_F64))
+      return -1;
+  }
+  const double *m = nd_array_data(maps), *fa = nd_array_data(r->fa), *md = nd_array_data(r->md);
+  const int64_t *ok = nd_array_data(r->ok);
+  long n = 0;
+  *dfa = *dmd = 0.0;
+  for (size_t x = 0; x < nx; x++)
+    for (size_t y = 0; y < ny; y++)
+      for (size_t z = 0; z < nz; z++) {
+        size_t ri = (x * ny + y) * nz + z, mi = (z * ny + y) * nx + x;
+        if (!ok[ri]) continue;
+        double a = fabs(m[ND_DTI_MAP_FA * nv + mi] - fa[ri]);
+        double b = fabs(m[ND_DTI_MAP_MD * nv + mi] - md[ri]);
+        if (!(a <= *dfa)) *dfa = a; /* NaN propagates */
+        if (!(b <= *dmd)) *dmd = b;
+        n++;
+      }
+  return n;
+}
+
+static int w6a(const d6_opts *o, nd_pool *pool) {
+  char nii[4096], bval[4096], bvec[4096];
+  snprintf(nii, sizeof nii, "%s/small_64D.nii", ND6_DIPY_FILES);
+  snprintf(bval, sizeof bval, "%s/small_64D.bval", ND6_DIPY_FILES);
+  snprintf(bvec, sizeof bvec, "%s/small_64D.bvec", ND6_DIPY_FILES);
+  if (!file_exists(nii) || !file_exists(bval) || !file_exists(bvec)) {
+    snprintf(nii, sizeof nii, "%s/small64.nii.gz", o->data);
+    snprintf(bval, sizeof bval, "%s/small64.bval", o->data);
+    snprintf(bvec, sizeof bvec, "%s/small64.bvec", o->data);
+  }
+  printf("# w6a data %s, %s, %s\n", nii, bval, bvec);
+
+  /* load: one untimed (page cache), then the median of the runs */
+  int reps = reps_for(o, ND6_REPS);
+  double t[ND6_MAX_REPS];
+  nd_array *dwi = NULL;
+  nd_gradients *g = NULL;
+  for (int r = -1; r < reps; r++) {
+    nd_array_release(dwi);
+    nd_gradients_free(g);
+    dwi = NULL;
+    g = NULL;
+    double t0 = nb_now();
+    int rc = nd_nifti_load(nii, ND_F64, &dwi);
+    if (rc) {
+      fprintf(stderr, "nidag-bench dti: %s: %s: %s\n", nii, nd_strerror(rc), nd_neuro_errmsg());
+      return 1;
+    }
+    if ((rc = nd_gradients_read_fsl(bval, bvec, &g))) {
+      nd_array_release(dwi);
+      return d6_fail(rc, "reading the gradient table");
+    }
+    if (r >= 0) t[r] = nb_now() - t0;
+  }
+  const size_t *sh = nd_array_shape(dwi);
+  size_t nvox = nd_array_count(dwi) / sh[0];
+  size_t nb0 = 0;
+  for (size_t i = 0; i < nd_gradients_count(g); i++) nb0 += nd_gradients_b0_mask(g)[i];
+  printf("# w6a small_64D shape (t, z, y, x) (%zu, %zu, %zu, %zu), %zu b0 of %zu volumes\n",
+         sh[0], sh[1], sh[2], sh[3], nb0, nd_gradients_count(g));
+  print_runs("w6a load", t, reps);
+  printf("w6a_nidag_small64D_load %.5f s\n", nb_median(t, reps));
+
+  int bad = 0;
+  static const nd_dti_method methods[2] = {ND_DTI_WLS, ND_DTI_OLS};
+  static const char *const mname[2] = {"WLS", "OLS"}, *const lname[2] = {"wls", "ols"};
+  for (int mi = 0; mi < 2 && !bad; mi++) {
+    nd_dti_opts fo = {.method = methods[mi], .pool = pool};
+    nd_array *maps = NULL;
+    nd_dti_image_report rep;
+    int rc = 0;
+    for (int r = -1; r < reps && !rc; r++) {
+      nd_array_release(maps);
+      maps = NULL;
+      double t0 = nb_now();
+      rc = nd_dti_fit_image(g, dwi, NULL, &fo, &maps, &rep);
+      if (r >= 0) t[r] = nb_now() - t0;
+    }
+    if (rc) {
+      bad = d6_fail(rc, "nd_dti_fit_image");
+      break;
+    }
+    double med = nb_median(t, reps);
+    char label[64];
+    snprintf(label, sizeof label, "w6a %s", mname[mi]);
+    print_runs(label, t, reps);
+    printf("w6a_nidag_small64D_%s_fit %.5f s\n", mname[mi], med);
+    printf("w6a_nidag_small64D_%s_voxels_per_s %.0f vox/s\n", mname[mi], (double)nvox / med);
+    const double *m = nd_array_data(maps);
+    double sfa = 0, smd = 0;
+    size_t nfa = 0, nmd = 0;
+    for (size_t v = 0; v < nvox; v++) {
+      double a = m[ND_DTI_MAP_FA * nvox + v], b = m[ND_DTI_MAP_MD * nvox + v];
+      if (!isnan(a)) sfa += a, nfa++;
+      if (!isnan(b)) smd += b, nmd++;
+    }
+    printf("# w6a %s FA mean %.6f MD mean %.6e (%zu voxels fitted, %zu failed)\n", mname[mi],
+           nfa ? sfa / (double)nfa : NAN, nmd ? smd / (double)nmd : NAN, rep.nvox_fit,
+           rep.n_failed);
+    w6a_ref ref = {0};
+    ref_load(o->data, lname[mi], &ref);
+    double dfa, dmd;
+    long n = compare_dipy(maps, &ref, &dfa, &dmd);
+    if (n < 0) {
+      printf("# w6a %s: no DIPY reference maps in %s (small64_%s_{fa,md,well_defined}.npy)\n",
+             mname[mi], o->data, lname[mi]);
+    } else {
+      printf("# w6a %s compared with DIPY 1.6 over %ld well-defined voxels\n", mname[mi], n);
+      printf("w6a_nidag_small64D_%s_max_abs_dFA_vs_dipy %.3g FA\n", mname[mi], dfa);
+      printf("w6a_nidag_small64D_%s_max_abs_dMD_vs_dipy %.3g mm2/s\n", mname[mi], dmd);
+      if (!(dfa <= ND6_TOL_FA) || !(dmd <= ND6_TOL_MD)) {
+        printf("# ERROR w6a %s: FA/MD differ from DIPY's by %.3g/%.3g (> %g/%g)\n", mname[mi],
+               dfa, dmd, ND6_TOL_FA, ND6_TOL_MD);
+        bad = 1;
+      }
+    }
+    ref_free(&ref);
+    nd_array_release(maps);
+  }
+  nd_array_release(dwi);
+  nd_gradients_free(g);
+  return bad;
+}
+
+/* ------------------------------------------------------------ synthetic data */
+
+typedef struct synth {
+  size_t nvox;
+  nd_gradients *g;
+  double *s;       /* nvox x ND6_NVOL, voxel-major */
+  double *fa_true; /* nvox */
+} synth;
+
+static void synth_free(synth *d) {
+  nd_gradients_free(d->g);
+  free(d->s);
+  free(d->fa_true);
+  memset(d, 0, sizeof *d);
+}
+
+static double fa_of(double l1, double l2, double l3) {
+  double num = (l1 - l2) * (l1 - l2) + (l2 - l3) * (l2 - l3) + (l3 - l1) * (l3 - l1);
+  double den = l1 * l1 + l2 * l2 + l3 * l3;
+  return den > 0 ? sqrt(0.5 * num / den) : 0.0;
+}
+
+/* A uniformly random rotation: Gram-Schmidt on the columns of a 3x3 matrix
+ * of standard normals, which is its QR factorisation with R's diagonal made
+ * positive (the peer's Q * sign(diag R)). q is row-major, columns q[.][j]. */
+static void random_rotation(nd_rng *r, double q[3][3]) {
+  double a[3][3];
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++) a[i][j] = nd_rng_normal(r);
+  for (int j = 0; j < 3; j++) {
+    double v[3] = {a[0][j], a[1][j], a[2][j]};
+    for (int k = 0; k < j; k++) {
+      double d = v[0] * q[0][k] + v[1] * q[1][k] + v[2] * q[2][k];
+      for (int i = 0; i < 3; i++) v[i] -= d * q[i][k];
+    }
+    double n = sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+    for (int i = 0; i < 3; i++) q[i][j] = v[i] / n;
+  }
+}
+
+/* The peer's W6b distribution: 65 directions from standard normals, then per
+ * voxel l1 ~ U(1.2e-3, 2e-3), l2 ~ U(0.2e-3, 0.6e-3), l3 = l2 U(0.5, 1), a
+ * random rotation R, D = R diag(l) R', S = S0 exp(-b g'Dg) + N(0, 20^2),
+ * floored at 1. One nd_rng stream keyed (42, 6), drawn in that order. */
+static int synth_new(size_t nvox, synth *d) {
+  memset(d, 0, sizeof *d);
+  d->nvox = nvox;
+  nd_rng r;
+  nd_rng_init(&r, (nd_hash128){.lo = ND6_SEED, .hi = 6});
+  double bvals[ND6_NVOL], bvecs[ND6_NVOL * 3];
+  memset(bvecs, 0, sizeof bvecs);
+  for (int i = 0; i < ND6_NVOL; i++) bvals[i] = i < ND6_NB0 ? 0.0 : ND6_BVAL;
+  for (int i = ND6_NB0; i < ND6_NVOL; i++) {
+    double *v = bvecs + 3 * i, n = 0;
+    for (int k = 0; k < 3; k++) v[k] = nd_rng_normal(&r), n += v[k] * v[k];
+    n = sqrt(n);
+    for (int k = 0; k < 3; k++) v[k] /= n;
+  }
+  int rc = nd_gradients_new(bvals, bvecs, ND6_NVOL, 0, &d->g);
+  if (rc) return d6_fail(rc, "synthetic gradient table");
+  d->s = malloc(nvox * ND6_NVOL * sizeof *d->s);
+  d->fa_true = malloc(nvox * sizeof *d->fa_true);
+  if (!d->s || !d->fa_true) {
+    fprintf(stderr, "nidag-bench dti: out of memory for %zu synthetic voxels\n", nvox);
+    return 1;
+  }
+  for (size_t v = 0; v < nvox; v++) {
+    double l[3];
+    l[0] = 1.2e-3 + 0.8e-3 * nd_rng_uniform(&r);
+    l[1] = 0.2e-3 + 0.4e-3 * nd_rng_uniform(&r);
+    l[2] = l[1] * (0.5 + 0.5 * nd_rng_uniform(&r));
+    double q[3][3], D[3][3];
+    random_rotation(&r, q);
+    for (int i = 0; i < 3; i++)
+      for (int j = 0; j < 3; j++)
+        D[i][j] = q[i][0] * l[0] * q[j][0] + q[i][1] * l[1] * q[j][1] + q[i][2] * l[2] * q[j][2];
+    d->fa_true[v] = fa_of(l[0], l[1], l[2]);
+    double *sv = d->s + v * ND6_NVOL;
+    for (int i = 0; i < ND6_NVOL; i++) {
+      const double *gv = bvecs + 3 * i;
+      double gdg = 0;
+      for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) gdg += gv[a] * D[a][b] * gv[b];
+      double s = ND6_S0 * exp(-bvals[i] * gdg) + ND6_NOISE_SD * nd_rng_normal(&r);
+      sv[i] = s < 1.0 ? 1.0 : s;
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------ timed fits */
+
+/* Which arrays of two results differ (NULL: none): bit for bit. */
+static const char *result_diff(const nd_dti_result *a, const nd_dti_result *b) {
+  size_t n = a->nvox;
+  if (b->nvox != n) return "nvox";
+  if (memcmp(a->fa, b->fa, n * sizeof(double))) return "fa";
+  if (memcmp(a->md, b->md, n * sizeof(double))) return "md";
+  if (memcmp(a->ad, b->ad, n * sizeof(double))) return "ad";
+  if (memcmp(a->rd, b->rd, n * sizeof(double))) return "rd";
+  if (memcmp(a->evals, b->evals, 3 * n * sizeof(double))) return "evals";
+  if (memcmp(a->evecs, b->evecs, 9 * n * sizeof(double))) return "evecs";
+  return NULL;
+}
+
+typedef struct fit_runs {
+  int reps;
+  double t[ND6_MAX_REPS], others[ND6_MAX_REPS];
+  double median, lo, hi;
+  /* paired runs (timed_fits with serial options): each run is preceded by a
+   * serial fit; ratio = serial time / this run's time */
+  double ts[ND6_MAX_REPS], ratio[ND6_MAX_REPS];
+  double ratio_median, ratio_lo, ratio_hi;
+} fit_runs;
+
+/* One timed fit, checked; *t its seconds, *others the cores other processes
+ * used meanwhile. Returns 0, 1 on an error (printed), 2 when the result
+ * differs from ref (optional). res holds the result when rc is 0. */
+static int one_fit(const synth *d, const nd_dti_opts *fo, const nd_dti_result *ref,
+                   const char *label, int r, nd_dti_result *res, double *t, double *others) {
+  nb_load ld;
+  double own;
+  int rc = 0;
+  nb_load_begin(&ld);
+  double t0 = nb_now();
+  int frc = nd_dti_fit(d->g, d->s, d->nvox, ND6_NVOL, fo, res);
+  *t = nb_now() - t0;
+  nb_load_end(&ld, &own, others);
+  const char *diff = !frc && ref ? result_diff(res, ref) : NULL;
+  if (frc) {
+    rc = d6_fail(frc, label);
+  } else if (res->n_failed) {
+    printf("# ERROR %s: %zu voxels failed\n", label, res->n_failed);
+    rc = 1;
+  } else if (diff) {
+    printf("# ERROR %s run %d: %s differs from the serial fit (memcmp)\n", label, r, diff);
+    rc = 2;
+  }
+  if (rc) nd_dti_result_free(res);
+  return rc;
+}
+
+static void spread(const double *v, int n, double *median, double *lo, double *hi) {
+  *median = nb_median(v, n);
+  *lo = *hi = v[0];
+  for (int r = 1; r < n; r++) {
+    if (v[r] < *lo) *lo = v[r];
+    if (v[r] > *hi) *hi = v[r];
+  }
+}
+
+/* reps timed nd_dti_fit calls. keep (optional) receives the first run's
+ * result; every run is compared with ref (optional). With serial (optional),
+ * each run is preceded by a timed fit with those options, and the pair's
+ * time ratio is that run's speedup. Returns 0, 1 on an error (printed), 2
+ * when a result differs from ref. */
+static int timed_fits(const synth *d, const nd_dti_opts *fo, int reps, fit_runs *fr,
+                      nd_dti_result *keep, const nd_dti_result *ref, const char *label,
+                      const nd_dti_opts *serial) {
+  fr->reps = reps;
+  if (keep) memset(keep, 0, sizeof *keep);
+  int rc = 0;
+  for (int r = 0; r < reps && !rc; r++) {
+    nd_dti_result res;
+    if (serial) {
+      double others;
+      rc = one_fit(d, serial, ref, "paired serial fit", r, &res, &fr->ts[r], &others);
+      if (rc) break;
+      nd_dti_result_free(&res);
+    }
+    rc = one_fit(d, fo, ref, label, r, &res, &fr->t[r], &fr->others[r]);
+    if (rc) break;
+    if (serial) fr->ratio[r] = fr->ts[r] / fr->t[r];
+    if (keep && r == 0)
+      *keep = res;
+    else
+      nd_dti_result_free(&res);
+  }
+  if (rc) {
+    if (keep) nd_dti_result_free(keep);
+    return rc;
+  }
+  spread(fr->t, reps, &fr->median, &fr->lo, &fr->hi);
+  if (serial) spread(fr->ratio, reps, &fr->ratio_median, &fr->ratio_lo, &fr->ratio_hi);
+  return 0;
+}
+
+/* timed_fits, redone (up to ND6_REDO times) after waiting for the machine to
+ * go quiet when, in most runs, other processes used >= 0.25 cores; only
+ * with --quiet-wait > 0. */
+static int timed_fits_quiet(const d6_opts *o, const synth *d, const nd_dti_opts *fo, int reps,
+                            fit_runs *fr, nd_dti_result *keep, const nd_dti_result *ref,
+                            const char *label, const nd_dti_opts *serial) {
+  for (int attempt = 0;; attempt++) {
+    int rc = timed_fits(d, fo, reps, fr, keep, ref, label, serial);
+    double busy = nb_median(fr->others, reps);
+    if (rc || o->bg.quiet_wait <= 0 || o->bg.bg_seconds <= 0 || attempt >= ND6_REDO ||
+        !(busy >= ND6_BUSY))
+      return rc;
+    printf("# %s: other processes used %.2f cores (median over the runs); waiting for quiet "
+           "and measuring again\n",
+           label, busy);
+    if (keep) nd_dti_result_free(keep);
+    nb_background(&o->bg, label);
+  }
+}
+
+static void print_fit_runs(const char *label, const fit_runs *fr) {
+  printf("# %s runs", label);
+  for (int r = 0; r < fr->reps; r++) printf(" %.4f", fr->t[r]);
+  printf(" s; cores used by others");
+  for (int r = 0; r < fr->reps; r++) printf(" %.2f", fr->others[r]);
+  printf("\n");
+}
+
+/* An untimed fit of the first min(1000, nvox) voxels (the peer's warm-up). */
+static int warm_up(const synth *d, const nd_dti_opts *fo) {
+  nd_dti_result res;
+  int rc = nd_dti_fit(d->g, d->s, d->nvox < 1000 ? d->nvox : 1000, ND6_NVOL, fo, &res);
+  if (rc) return d6_fail(rc, "warm-up fit");
+  nd_dti_result_free(&res);
+  return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of |fa - fa_true|; NAN when out of memory. */
+static double median_fa_error(const synth *d, const double *fa) {
+  double *e = malloc(d->nvox * sizeof *e);
+  if (!e || d->nvox == 0) {
+    free(e);
+    return NAN;
+  }
+  for (size_t v = 0; v < d->nvox; v++) e[v] = fabs(fa[v] - d->fa_true[v]);
+  qsort(e, d->nvox, sizeof *e, cmp_double);
+  double m = (d->nvox & 1) ? e[d->nvox / 2] : 0.5 * (e[d->nvox / 2 - 1] + e[d->nvox / 2]);
+  free(e);
+  return m;
+}
+
+/* ------------------------------------------------------------ W6b */
+
+/* The serial reference: WLS on a 1-thread pool with one chunk. */
+typedef struct serial_ref {
+  fit_runs runs;
+  nd_dti_result res;
+} serial_ref;
+
+static int run_serial(const d6_opts *o, const synth *d, nd_pool *pool1, nd_dti_method m,
+                      serial_ref *s) {
+  nd_dti_opts fo = {.method = m, .pool = pool1, .chunks = 1};
+  int rc = warm_up(d, &fo);
+  if (!rc)
+    rc = timed_fits_quiet(o, d, &fo, reps_for(o, ND6_REPS), &s->runs, &s->res, NULL,
+                          "serial fit", NULL);
+  return rc;
+}
+
+static int w6b(const d6_opts *o, const synth *d, const char *tag, nd_pool *pool,
+               nd_pool *pool1, serial_ref *wls_serial) {
+  static const nd_dti_method methods[2] = {ND_DTI_WLS, ND_DTI_OLS};
+  static const char *const mname[2] = {"WLS", "OLS"};
+  int reps = reps_for(o, ND6_REPS);
+  printf("# w6b default chunking: ND_STATIC (nd_dti_opts zero), %d chunks, %u threads\n",
+         ND_DEFAULT_CHUNKS, nd_pool_threads(pool));
+  for (int mi = 0; mi < 2; mi++) {
+    nd_dti_opts fo = {.method = methods[mi], .pool = pool};
+    fit_runs fr;
+    nd_dti_result first;
+    char label[96];
+    snprintf(label, sizeof label, "w6b %s %u threads", mname[mi], nd_pool_threads(pool));
+    int rc = warm_up(d, &fo);
+    if (!rc) rc = timed_fits_quiet(o, d, &fo, reps, &fr, &first, NULL, label, NULL);
+    if (rc) return 1;
+    /* the 1-thread, 1-chunk fit: the sweep's serial reference for WLS */
+    serial_ref one = {0}, *s = mi == 0 ? wls_serial : &one;
+    rc = run_serial(o, d, pool1, methods[mi], s);
+    const char *diff = rc ? NULL : result_diff(&first, &s->res);
+    double err = median_fa_error(d, first.fa);
+    print_fit_runs(label, &fr);
+    if (!rc) {
+      snprintf(label, sizeof label, "w6b %s 1 thread 1 chunk", mname[mi]);
+      print_fit_runs(label, &s->runs);
+    }
+    printf("w6b_nidag_%s_%s_fit %.4f s\n", tag, mname[mi], fr.median);
+    printf("w6b_nidag_%s_%s_voxels_per_s %.0f vox/s\n", tag, mname[mi],
+           (double)d->nvox / fr.median);
+    if (!rc) {
+      printf("w6b_nidag_%s_%s_1t_fit %.4f s\n", tag, mname[mi], s->runs.median);
+      printf("w6b_nidag_%s_%s_1t_voxels_per_s %.0f vox/s\n", tag, mname[mi],
+             (double)d->nvox / s->runs.median);
+      printf("# w6b %s speedup %u threads over 1: %.3f\n", mname[mi], nd_pool_threads(pool),
+             s->runs.median / fr.median);
+    }
+    printf("w6b_nidag_%s_%s_median_abs_FA_error %.4f FA\n", tag, mname[mi], err);
+    nd_dti_result_free(&first);
+    nd_dti_result_free(&one.res);
+    if (rc) return 1;
+    if (diff) {
+      printf("# ERROR w6b %s: %s of the pool's fit differs from the 1-thread fit\n", mname[mi],
+             diff);
+      return 1;
+    }
+    if (!(err <= ND6_FA_SANITY)) {
+      printf("# ERROR w6b %s: median |FA_fit - FA_true| %.4f > %g\n", mname[mi], err,
+             ND6_FA_SANITY);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------ sweep */
+
+static int sweep(const d6_opts *o, const synth *d, nd_pool *pool, nd_pool *pool1,
+                 const serial_ref *s) {
+  static const nd_chunking sched[2] = {ND_STATIC, ND_DYNAMIC};
+  static const char *const sname[2] = {"static", "dynamic"};
+  unsigned threads = nd_pool_threads(pool);
+  int reps = reps_for(o, ND6_REPS);
+  double ts = s->runs.median;
+  bool paired = !o->serial_once;
+  const char *how = paired ? "median over the runs of (the serial fit just before / the run)"
+                           : "the serial median / the median run";
+  nd_dti_opts serial = {.method = ND_DTI_WLS, .pool = pool1, .chunks = 1};
+  FILE *tsv = NULL;
+  if (o->sweep_tsv) {
+    tsv = fopen(o->sweep_tsv, "w");
+    if (!tsv) {
+      perror(o->sweep_tsv);
+      return 1;
+    }
+    fprintf(tsv, "# nidag-bench dti sweep: WLS, %zu voxels x %d volumes, %u threads, %d runs "
+                 "per point; serial (1 thread, 1 chunk) %.6f s\n",
+            d->nvox, ND6_NVOL, threads, reps, ts);
+    fprintf(tsv, "# speedup: %s\n", how);
+    fprintf(tsv, "# threads %u\n# serial_s %.6f\n", threads, ts);
+    fprintf(tsv, "schedule\tk\tchunks\tchunk_voxels\tchunks_run\ttime_s\ttime_min_s\ttime_max_s"
+                 "\tspeedup\tspeedup_lo\tspeedup_hi\tefficiency\tefficiency_lo\tefficiency_hi\n");
+  }
+  printf("# w6 sweep: WLS, %zu voxels, %u threads, serial %.4f s (1-thread pool, 1 chunk), "
+         "%d runs per point; speedup = %s\n",
+         d->nvox, threads, ts, reps, how);
+  printf("w6_nidag_sweep_serial_time %.4f s\n", ts);
+  double best = -1, minef[2] = {1e300, 1e300};
+  int best_s = 0;
+  size_t best_c = 0;
+  int bad = 0;
+  for (int si = 0; si < 2 && !bad; si++) {
+    for (int k = 0; k <= ND6_KMAX && !bad; k++) {
+      size_t chunks = (size_t)1 << k;
+      size_t chunk = (d->nvox + chunks - 1) / chunks;
+      size_t run = chunk ? (d->nvox + chunk - 1) / chunk : 0;
+      nd_dti_opts fo = {.method = ND_DTI_WLS, .pool = pool, .chunking = sched[si],
+                        .chunks = chunks};
+      fit_runs fr;
+      char label[96];
+      snprintf(label, sizeof label, "w6 sweep %s chunks=%zu", sname[si], chunks);
+      int rc = timed_fits_quiet(o, d, &fo, reps, &fr, NULL, &s->res, label,
+                                paired ? &serial : NULL);
+      if (rc) {
+        bad = 1;
+        break;
+      }
+      double sp = paired ? fr.ratio_median : ts / fr.median, ef = sp / threads;
+      double sp_lo = paired ? fr.ratio_lo : ts / fr.hi, sp_hi = paired ? fr.ratio_hi : ts / fr.lo;
+      printf("# w6 sweep %s chunks=%zu: %zu voxels per chunk, %zu chunks run; runs", sname[si],
+             chunks, chunk, run);
+      for (int r = 0; r < reps; r++) printf(" %.4f", fr.t[r]);
+      if (paired) {
+        printf(" s; serial before each");
+        for (int r = 0; r < reps; r++) printf(" %.4f", fr.ts[r]);
+      }
+      printf(" s; others");
+      for (int r = 0; r < reps; r++) printf(" %.2f", fr.others[r]);
+      printf("; maps equal to serial");
+      if (paired) printf("; speedup over the first serial median %.3f", ts / fr.median);
+      printf("\n");
+      printf("w6_nidag_sweep_%s_chunks_%zu_time %.4f s\n", sname[si], chunks, fr.median);
+      printf("w6_nidag_sweep_%s_chunks_%zu_speedup %.3f x\n", sname[si], chunks, sp);
+      printf("w6_nidag_sweep_%s_chunks_%zu_efficiency %.3f frac\n", sname[si], chunks, ef);
+      if (tsv)
+        fprintf(tsv,
+                "%s\t%d\t%zu\t%zu\t%zu\t%.6f\t%.6f\t%.6f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\n",
+                sname[si], k, chunks, chunk, run, fr.median, fr.lo, fr.hi, sp, sp_lo, sp_hi, ef,
+                sp_lo / threads, sp_hi / threads);
+      if (ef > best) best = ef, best_s = si, best_c = chunks;
+      if (chunks >= 4 && chunks <= 4096 && ef < minef[si]) minef[si] = ef;
+    }
+  }
+  if (tsv && fclose(tsv) != 0) {
+    perror(o->sweep_tsv);
+    bad = 1;
+  }
+  if (bad) {
+    printf("w6_nidag_sweep_deterministic 0 bool\n");
+    return 1;
+  }
+  printf("w6_nidag_sweep_deterministic 1 bool\n");
+  printf("# w6 sweep: all %d points x %d runs gave maps equal to the serial fit's (memcmp)\n",
+         2 * (ND6_KMAX + 1), reps);
+  printf("# w6 sweep best efficiency: %s, %zu chunks\n", sname[best_s], best_c);
+  printf("w6_nidag_sweep_best_efficiency %.3f frac\n", best);
+  printf("w6_nidag_sweep_best_chunks %zu chunks\n", best_c);
+  printf("w6_nidag_sweep_best_point %s/%zu schedule/chunks\n", sname[best_s], best_c);
+  for (int si = 0; si < 2; si++)
+    printf("w6_nidag_sweep_%s_min_efficiency_4_4096 %.3f frac\n", sname[si], minef[si]);
+  printf("w6_nidag_sweep_min_efficiency_4_4096 %.3f frac\n",
+         minef[0] > minef[1] ? minef[0] : minef[1]);
+  if (o->sweep_tsv)
+    printf("# w6 sweep written to %s; plots: scripts/plot_dti_sweep.sh %s [OUTDIR]\n",
+           o->sweep_tsv, o->sweep_tsv);
+  else
+    printf("# w6 sweep plots: rerun with --sweep-tsv FILE, then scripts/plot_dti_sweep.sh FILE\n");
+  return 0;
+}
+
+/* ------------------------------------------------------------ command line */
+
+static int parse_args(int argc, char **argv, d6_opts *o) {
+  const char *a = "";
+  for (int i = 0; i < argc; i++) {
+    a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--quick") == 0) {
+      o->reps = 1;
+      continue;
+    }
+    if (strcmp(a, "--serial-once") == 0) {
+      o->serial_once = true;
+      continue;
+    }
+    if (!v) goto bad;
+    char *end;
+    if (strcmp(a, "--reps") == 0) {
+      o->reps = atoi(v);
+      if (o->reps < 1 || o->reps > ND6_MAX_REPS) goto bad;
+    } else if (strcmp(a, "--threads") == 0) {
+      int t = atoi(v);
+      if (t < 1 || t > 256) goto bad;
+      o->threads = (unsigned)t;
+    } else if (strcmp(a, "--voxels") == 0) {
+      unsigned long long n = strtoull(v, &end, 10);
+      if (*end || n < 1 || n > 100000000ULL) goto bad;
+      o->nvox = (size_t)n;
+    } else if (strcmp(a, "--data") == 0) {
+      o->data = v;
+    } else if (strcmp(a, "--sweep-tsv") == 0) {
+      o->sweep_tsv = v;
+    } else if (strcmp(a, "--only") == 0) {
+      static const char *const tag[3] = {"w6a", "w6b", "sweep"};
+      bool any = false;
+      for (int w = 0; w < 3; w++)
+        if (strstr(v, tag[w])) o->only[w] = any = true;
+      if (!any) goto bad;
+    } else if (strcmp(a, "--quiet-wait") == 0 || strcmp(a, "--bg-seconds") == 0) {
+      double x = strtod(v, &end);
+      if (*end || !(x >= 0)) goto bad;
+      if (a[2] == 'q')
+        o->bg.quiet_wait = x;
+      else
+        o->bg.bg_seconds = x;
+    } else {
+      goto bad;
+    }
+    i++;
+  }
+  return 0;
+bad:
+  fprintf(stderr, "nidag-bench dti: bad or incomplete option '%s'\n", a);
+  nb_dti_usage(stderr);
+  return -1;
+}
+
+int nb_dti_main(int argc, char **argv) {
+  d6_opts o = {.data = NB_DTI_DATA, .threads = 2, .nvox = 100000,
+               .bg = {.quiet_wait = 0.0, .bg_seconds = 1.0}};
+  if (parse_args(argc, argv, &o) != 0) return 2;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  bool all = !o.only[0] && !o.only[1] && !o.only[2];
+  bool run[3];
+  for (int w = 0; w < 3; w++) run[w] = all || o.only[w];
+
+  nd_pool *pool = NULL, *pool1 = NULL;
+  nd_runtime_opts po = {.threads = o.threads}, po1 = {.threads = 1};
+  if (nd_pool_open(&pool, &po) != 0 || nd_pool_open(&pool1, &po1) != 0) {
+    fprintf(stderr, "nidag-bench dti: cannot start the pools\n");
+    nd_pool_close(pool);
+    return 1;
+  }
+  o.bg.pool = pool;
+  o.bg.threads = o.threads;
+  printf("# W6: diffusion tensor fits (DIPY 1.6 TensorModel semantics), %u threads "
+         "(and a 1-thread pool for the serial reference)\n",
+         o.threads);
+  int bad = 0;
+  if (run[D6_W6A]) {
+    printf("## ---- w6a: small_64D, WLS and OLS with nd_dti_fit_image ----\n");
+    nb_background(&o.bg, "w6a");
+    double t0 = nb_now();
+    int rc = w6a(&o, pool);
+    printf("# w6a exit=%d wall=%.1fs\n", rc, nb_now() - t0);
+    bad |= rc;
+  }
+  if (run[D6_W6B] || run[D6_SWEEP]) {
+    synth d;
+    double t0 = nb_now();
+    int rc = synth_new(o.nvox, &d);
+    char tag[64];
+    if (o.nvox % 1000 == 0)
+      snprintf(tag, sizeof tag, "synth%zuk", o.nvox / 1000);
+    else
+      snprintf(tag, sizeof tag, "synth%zu", o.nvox);
+    if (!rc)
+      printf("# w6b synthetic data: %zu voxels x %d volumes (nd_rng key (%d, 6)), generated in "
+             "%.2f s\n",
+             o.nvox, ND6_NVOL, ND6_SEED, nb_now() - t0);
+    serial_ref s = {0};
+    if (!rc && run[D6_W6B]) {
+      printf("## ---- w6b: %zu synthetic voxels, WLS and OLS with nd_dti_fit ----\n", o.nvox);
+      nb_background(&o.bg, "w6b");
+      t0 = nb_now();
+      rc = w6b(&o, &d, tag, pool, pool1, &s);
+      printf("# w6b exit=%d wall=%.1fs\n", rc, nb_now() - t0);
+    }
+    if (!rc && run[D6_SWEEP]) {
+      printf("## ---- w6 sweep: WLS, 2^0..2^%d chunks, static and dynamic ----\n", ND6_KMAX);
+      nb_background(&o.bg, "w6 sweep");
+      t0 = nb_now();
+      if (!run[D6_W6B]) rc = run_serial(&o, &d, pool1, ND_DTI_WLS, &s);
+      if (!rc) {
+        print_fit_runs("w6 sweep serial (1 thread, 1 chunk)", &s.runs);
+        /* warm the pool for WLS before the first point */
+        nd_dti_opts fo = {.method = ND_DTI_WLS, .pool = pool};
+        rc = warm_up(&d, &fo);
+      }
+      if (!rc) rc = sweep(&o, &d, pool, pool1, &s);
+      if (!rc) {
+        /* the machine's drift over the sweep: the serial fit once more */
+        nd_dti_opts fo = {.method = ND_DTI_WLS, .pool = pool1, .chunks = 1};
+        fit_runs again;
+        rc = timed_fits(&d, &fo, reps_for(&o, ND6_REPS), &again, NULL, &s.res, "serial fit",
+                        NULL);
+        if (!rc) {
+          print_fit_runs("w6 sweep serial again after the sweep", &again);
+          printf("# w6 sweep serial median after the sweep %.4f s, before %.4f s (%+.1f%%)\n",
+                 again.median, s.runs.median, 100.0 * (again.median / s.runs.median - 1.0));
+        }
+      }
+      printf("# w6 sweep exit=%d wall=%.1fs\n", rc, nb_now() - t0);
+    }
+    nd_dti_result_free(&s.res);
+    synth_free(&d);
+    bad |= rc != 0;
+  }
+  nd_pool_close(pool1);
+  nd_pool_close(pool);
+  return bad ? 1 : 0;
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# scripts/plot_dti_sweep.sh: draw the chunk sweep of `nidag-bench dti` as two
+# SVG plots, speedup and efficiency against the number of chunks (log2 axis),
+# one line per schedule with the spread of the timed runs as error bars, the
+# ideal line, and the goal lines of issue 7 (efficiency 0.9 and 0.95).
+#
+#   build-bench/bench/nidag-bench dti --only sweep --sweep-tsv /tmp/w6_sweep.tsv
+#   scripts/plot_dti_sweep.sh /tmp/w6_sweep.tsv [OUTDIR]
+#
+# Writes OUTDIR/dti_sweep_speedup.svg and OUTDIR/dti_sweep_efficiency.svg
+# (OUTDIR defaults to the TSV's directory) and prints their paths. Needs
+# gnuplot (gnuplot-nox, installed by scripts/setup.sh).
+set -euo pipefail
+
+TSV="${1:?usage: plot_dti_sweep.sh SWEEP.tsv [OUTDIR]}"
+OUTDIR="${2:-$(dirname "$TSV")}"
+if ! command -v gnuplot >/dev/null; then
+  echo "plot_dti_sweep.sh: gnuplot is missing (apt-get install gnuplot-nox)" >&2
+  exit 1
+fi
+[ -r "$TSV" ] || {
+  echo "plot_dti_sweep.sh: cannot read $TSV" >&2
+  exit 1
+}
+mkdir -p "$OUTDIR"
+
+threads="$(awk '$1 == "#" && $2 == "threads" { print $3; exit }' "$TSV")"
+threads="${threads:-2}"
+title="$(sed -n '1{s/^# *//;s/; /\\n/g;p}' "$TSV")"
+
+tmp="$(mktemp -d /tmp/nd-plot-dti.XXXXXX)"
+trap 'rm -rf "$tmp"' EXIT
+# one data file per schedule: chunks, speedup, lo, hi, efficiency, lo, hi
+schedules=()
+for s in $(awk -F '\t' '!/^#/ && $1 != "schedule" && NF > 10 { print $1 }' "$TSV" | awk '!seen[$0]++'); do
+  awk -F '\t' -v s="$s" '$1 == s { print $3, $9, $10, $11, $12, $13, $14 }' "$TSV" >"$tmp/$s.dat"
+  schedules+=("$s")
+done
+if ((${#schedules[@]} == 0)); then
+  echo "plot_dti_sweep.sh: no sweep rows in $TSV" >&2
+  exit 1
+fi
+
+# plot <output> <ylabel> <first column> <extra plot items>
+plot() {
+  local out=$1 ylabel=$2 col=$3 extra=$4 items="" i=0
+  for s in "${schedules[@]}"; do
+    i=$((i + 1))
+    items+="'$tmp/$s.dat' using 1:$col:$((col + 1)):$((col + 2)) with yerrorlines lw 2 pt 7 ps 0.6 lc $i title '$s', "
+  done
+  gnuplot <<EOF
+set terminal svg size 800,500 dynamic enhanced font "sans,12"
+set output '$out'
+set title "$title" noenhanced font "sans,10"
+set logscale x 2
+set format x "2^{%L}"
+set xrange [0.7:46341]
+set yrange [0:*]
+set xlabel "number of chunks"
+set ylabel "$ylabel"
+set key bottom left
+set grid
+plot $items $extra
+EOF
+  echo "$out"
+}
+
+plot "$OUTDIR/dti_sweep_speedup.svg" "speedup over 1 thread, 1 chunk ($threads threads)" 2 \
+  "$threads with lines dt 2 lw 1 lc rgb 'black' title 'ideal ($threads)'"
+plot "$OUTDIR/dti_sweep_efficiency.svg" "efficiency (speedup / $threads)" 5 \
+  "1 with lines dt 2 lc rgb 'black' title 'ideal', 0.95 with lines dt 3 lc rgb 'dark-green' title 'goal, best chunking (0.95)', 0.9 with lines dt 4 lc rgb 'red' title 'goal, 4..4096 chunks (0.9)'"
