@@ -59,6 +59,8 @@ typedef struct fit_ctx {
   const double *xr;     /* the same row-major n x NPAD, column 7 zero */
   const double *xx;     /* n x NTRI: row i's x_ik x_ij, j <= k, row by row */
   const double *pt;     /* pinv(X)^T, row-major n x NPAD, column 7 zero */
+  const double *ut;     /* U of X's reduced SVD, row-major n x NPAD, zero padded */
+  const double *uc;     /* the same by columns, leading dimension n2, zero padded */
   const double *signals;
   double min_signal, min_diffusivity;
   nd_dti_method method;
@@ -192,10 +194,13 @@ static int pinv_solve(size_t m, double *a, double *s, double *u, double *vt, dou
                                         (lapack_int)m, s, u, (lapack_int)m, vt, NCOEF, work,
                                         lwork, iwork);
   if (info != 0) return (int)info;
+  /* m < 7 volumes: only m singular values and vectors exist; the rest of
+   * the pseudo-inverse is 0, as in numpy */
+  int r = m < NCOEF ? (int)m : NCOEF;
   double cutoff = PINV_RCOND * s[0], t[NCOEF];
   for (int j = 0; j < NCOEF; j++) {
     double acc = 0;
-    if (s[j] > cutoff) {
+    if (j < r && s[j] > cutoff) {
       const double *uj = u + (size_t)j * m;
       for (size_t i = 0; i < m; i++) acc += uj[i] * rhs[i];
       acc /= s[j];
@@ -204,7 +209,7 @@ static int pinv_solve(size_t m, double *a, double *s, double *u, double *vt, dou
   }
   for (int k = 0; k < NCOEF; k++) {
     double acc = 0;
-    for (int j = 0; j < NCOEF; j++) acc += vt[k * NCOEF + j] * t[j]; /* V[k][j] = VT[j][k] */
+    for (int j = 0; j < r; j++) acc += vt[k * NCOEF + j] * t[j]; /* V[k][j] = VT[j][k] */
     out[k] = acc;
   }
   return 0;
@@ -377,13 +382,13 @@ static void ols(const double *pt, const double *y, size_t n, double *beta) {
   st2(beta + 6, b3);
 }
 
-/* The WLS weights w = exp(X beta) (DIPY's OLS-predicted signal), w2 = w^2
+/* The WLS weights w = exp(C t), C one of the n x 7 tables by columns (the
+ * OLS-predicted log signal when C t = U U^T y), w2 = w^2
  * and wy = w^2 y, two volumes at a time (padding included). Returns -1 when
  * a weight is not finite. */
-static int weights(const fit_ctx *c, const double *beta, const double *y, double *w,
-                   double *w2, double *wy) {
+static int weights(const fit_ctx *c, const double *xc, const double *beta, const double *y,
+                   double *w, double *w2, double *wy) {
   size_t n2 = c->n2;
-  const double *xc = c->xc;
   v2u flag = {0, 0};
   for (size_t i = 0; i < n2; i += 2) {
     v2d acc = ld2(xc + i) * beta[0];
@@ -415,6 +420,35 @@ static int weights(const fit_ctx *c, const double *beta, const double *y, double
  * in order, two entries per instruction, in registers. Returns -1 (caller
  * falls back to the SVD) when a pivot is not clearly positive. */
 #define CHOL_PIVOT_TOL 1e-10
+/* A pivot only bounds the smallest eigenvalue from above, so the factor is
+ * also checked by an estimate of ||A^-1|| from three steps of inverse
+ * iteration (A = L L^T, unit diagonal, so ||A|| <= 7): above CHOL_INV_MAX
+ * the normal equations, which square the condition number of diag(w) X,
+ * could lose more than about 1e-9 relative, and the voxel takes the SVD. */
+#define CHOL_INV_MAX 1e6
+static bool conditioned(const double a[NCOEF][NCOEF]) {
+  double x[NCOEF], est = 0;
+  for (int k = 0; k < NCOEF; k++) x[k] = ((k & 1) ? -0.5 : 1.0 - 0.1 * k) / 1.6; /* generic */
+  for (int it = 0; it < 3; it++) {
+    for (int k = 0; k < NCOEF; k++) { /* L z = x */
+      double s = x[k];
+      for (int m = 0; m < k; m++) s -= a[k][m] * x[m];
+      x[k] = s / a[k][k];
+    }
+    for (int k = NCOEF - 1; k >= 0; k--) { /* L^T z = x */
+      double s = x[k];
+      for (int m = k + 1; m < NCOEF; m++) s -= a[m][k] * x[m];
+      x[k] = s / a[k][k];
+    }
+    double nrm = 0;
+    for (int k = 0; k < NCOEF; k++) nrm += x[k] * x[k];
+    nrm = sqrt(nrm);
+    if (!(nrm <= CHOL_INV_MAX)) return false; /* also NaN */
+    est = nrm;
+    for (int k = 0; k < NCOEF; k++) x[k] /= nrm;
+  }
+  return est <= CHOL_INV_MAX;
+}
 static int wls_normal(const fit_ctx *c, const double *w2, const double *wy, double *beta) {
   size_t n = c->n;
   v2d acc[NTRI / 2], bacc[NPAD / 2];
@@ -459,6 +493,7 @@ static int wls_normal(const fit_ctx *c, const double *w2, const double *wy, doub
     if (!(p > CHOL_PIVOT_TOL)) return -1; /* unit diagonal: relative to 1 */
     a[k][k] = sqrt(p);
   }
+  if (!conditioned(a)) return -1;
   double z[NCOEF];
   for (int k = 0; k < NCOEF; k++) {
     double s = b[k];
@@ -481,11 +516,13 @@ static int fit_voxel(const fit_ctx *c, slot *sl, size_t v) {
   size_t n = c->n;
   double *y = sl->y, beta[NPAD];
   if (log_signal(c->signals + v * n, n, c->min_signal, y)) return -1;
-  ols(c->pt, y, n, beta);
   if (c->method == ND_DTI_WLS) {
-    /* w = exp(X beta_ols); solve pinv(diag(w) X) (w * y) */
-    double *w = sl->w;
-    if (weights(c, beta, y, w, sl->w2, sl->wy)) return -1;
+    /* DIPY 1.6's weights: w = exp(U U^T y), U from the reduced SVD of X
+     * (its _ols_fit_matrix; X pinv(X) y when X has full column rank); then
+     * solve pinv(diag(w) X) (w * y) */
+    double *w = sl->w, t[NPAD];
+    ols(c->ut, y, n, t);
+    if (weights(c, c->uc, t, y, w, sl->w2, sl->wy)) return -1;
     if (wls_normal(c, sl->w2, sl->wy, beta) == 0) return put_tensor(c, beta, v);
     for (int k = 0; k < NCOEF; k++)
       for (size_t i = 0; i < n; i++) sl->a[(size_t)k * n + i] = c->x[(size_t)k * n + i] * w[i];
@@ -493,7 +530,9 @@ static int fit_voxel(const fit_ctx *c, slot *sl, size_t v) {
     lapack_int iwork[SVD_IWORK];
     if (pinv_solve(n, sl->a, sl->s, sl->u, sl->vt, sl->work, c->svd_lwork, iwork, w, beta))
       return -1;
+    return put_tensor(c, beta, v);
   }
+  ols(c->pt, y, n, beta);
   return put_tensor(c, beta, v);
 }
 
@@ -565,61 +604,77 @@ static int check_args(const nd_gradients *g, const double *signals, size_t nvox,
   return 0;
 }
 
-/* The design matrix, its pseudo-inverse (row-major 7 x n) and the WLS
+/* The design matrix, its pseudo-inverse (row-major 7 x n, numpy's pinv:
+ * V diag(1/s) U^T over the singular values above 1e-15 s_max), U of its
+ * reduced SVD (column-major n x 7, columns past min(n, 7) zero) and the WLS
  * workspace size. */
-static int setup(fit_ctx *c, const nd_gradients *g, double *x, double *pinv) {
+static int setup(fit_ctx *c, const nd_gradients *g, double *x, double *pinv, double *u) {
   size_t n = g->n;
   c->min_diffusivity = ND_DTI_EVAL_TOL / design_matrix(g, x);
-  double *a = nd_malloc(n * NCOEF * sizeof *a), *u = nd_malloc(n * NCOEF * sizeof *u);
+  double *a = nd_malloc(n * NCOEF * sizeof *a), *work = NULL;
   double s[NCOEF], vt[NCOEF * NCOEF], q;
   lapack_int iwork[SVD_IWORK];
   int rc = ND_ENOMEM;
-  if (!a || !u) goto done;
+  if (!a) goto done;
+  memset(u, 0, n * NCOEF * sizeof *u);
+  rc = ND_ESYS;
   if (LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)n, NCOEF, a, (lapack_int)n, s, u,
-                          (lapack_int)n, vt, NCOEF, &q, -1, iwork) != 0) {
-    rc = ND_ESYS;
+                          (lapack_int)n, vt, NCOEF, &q, -1, iwork) != 0)
     goto done;
-  }
   c->svd_lwork = (lapack_int)q + 1;
-  double *work = nd_malloc((size_t)c->svd_lwork * sizeof *work);
-  if (!work) goto done;
-  /* pinv(X) column by column of the identity, through the same routine the
-   * WLS fallback uses */
-  double *e = nd_calloc(n, sizeof *e), col[NCOEF];
-  rc = e ? 0 : ND_ENOMEM;
-  for (size_t i = 0; !rc && i < n; i++) {
-    memcpy(a, x, n * NCOEF * sizeof *a);
-    e[i] = 1;
-    if (pinv_solve(n, a, s, u, vt, work, c->svd_lwork, iwork, e, col)) rc = ND_ESYS;
-    e[i] = 0;
-    for (int k = 0; k < NCOEF; k++) pinv[(size_t)k * n + i] = col[k];
+  rc = ND_ENOMEM;
+  if (!(work = nd_malloc((size_t)c->svd_lwork * sizeof *work))) goto done;
+  memcpy(a, x, n * NCOEF * sizeof *a);
+  rc = ND_ESYS;
+  if (LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)n, NCOEF, a, (lapack_int)n, s, u,
+                          (lapack_int)n, vt, NCOEF, work, c->svd_lwork, iwork) != 0)
+    goto done;
+  rc = 0;
+  /* the sums of pinv_solve on the columns of the identity, term by term */
+  int r = n < NCOEF ? (int)n : NCOEF;
+  double cutoff = PINV_RCOND * s[0];
+  for (size_t i = 0; i < n; i++) {
+    double t[NCOEF];
+    for (int j = 0; j < r; j++) t[j] = s[j] > cutoff ? u[(size_t)j * n + i] / s[j] : 0.0;
+    for (int k = 0; k < NCOEF; k++) {
+      double acc = 0;
+      for (int j = 0; j < r; j++) acc += vt[k * NCOEF + j] * t[j];
+      pinv[(size_t)k * n + i] = acc;
+    }
   }
-  nd_free(e);
-  nd_free(work);
 done:
+  nd_free(work);
   nd_free(a);
-  nd_free(u);
   if (rc == ND_ENOMEM) return nd__merr(rc, "dti: out of memory");
   if (rc) return nd__merr(rc, "dti: the SVD of the design matrix failed");
   return 0;
 }
 
-/* The per-fit tables of fit_ctx from x (column-major n x 7) and pinv
- * (row-major 7 x n), in tab (n (2 NPAD + NTRI) + 7 n2 doubles). */
-static void tables(fit_ctx *c, const double *x, const double *pinv, double *tab) {
+/* The per-fit tables of fit_ctx from x and u (column-major n x 7) and pinv
+ * (row-major 7 x n), in tab (TABLE_SIZE(n, n2) doubles). */
+#define TABLE_SIZE(n, n2) ((n) * (3 * NPAD + NTRI) + 2 * NCOEF * (n2))
+static void tables(fit_ctx *c, const double *x, const double *pinv, const double *u,
+                   double *tab) {
   size_t n = c->n, n2 = c->n2;
   double *pt = tab, *xr = pt + n * NPAD, *xx = xr + n * NPAD, *xc = xx + n * NTRI;
+  double *ut = xc + NCOEF * n2, *uc = ut + n * NPAD;
   for (size_t i = 0; i < n; i++) {
     for (int k = 0; k < NPAD; k++) {
       pt[i * NPAD + k] = k < NCOEF ? pinv[(size_t)k * n + i] : 0;
+      ut[i * NPAD + k] = k < NCOEF ? u[(size_t)k * n + i] : 0;
       xr[i * NPAD + k] = k < NCOEF ? x[(size_t)k * n + i] : 0;
     }
     for (int k = 0, p = 0; k < NCOEF; k++)
       for (int j = 0; j <= k; j++) xx[i * NTRI + p++] = x[(size_t)k * n + i] * x[(size_t)j * n + i];
   }
   for (int k = 0; k < NCOEF; k++)
-    for (size_t i = 0; i < n2; i++) xc[(size_t)k * n2 + i] = i < n ? x[(size_t)k * n + i] : 0;
+    for (size_t i = 0; i < n2; i++) {
+      xc[(size_t)k * n2 + i] = i < n ? x[(size_t)k * n + i] : 0;
+      uc[(size_t)k * n2 + i] = i < n ? u[(size_t)k * n + i] : 0;
+    }
   c->pt = pt;
+  c->ut = ut;
+  c->uc = uc;
   c->xr = xr;
   c->xx = xx;
   c->xc = xc;
@@ -675,16 +730,18 @@ int nd_dti_fit(const nd_gradients *g, const double *signals, size_t nvox, size_t
   atomic_init(&c.failed, 0);
   c.nslots = (size_t)nd_pool_threads(pool) + 1;
   double *x = nd_malloc(nvol * NCOEF * sizeof *x), *pinv = nd_malloc(nvol * NCOEF * sizeof *pinv);
-  double *tab = nd_malloc((nvol * (2 * NPAD + NTRI) + NCOEF * c.n2) * sizeof *tab);
-  if (!x || !pinv || !tab) rc = nd__merr(ND_ENOMEM, "dti: out of memory");
-  if (!rc) rc = setup(&c, g, x, pinv);
+  double *u = nd_malloc(nvol * NCOEF * sizeof *u);
+  double *tab = nd_malloc(TABLE_SIZE(nvol, c.n2) * sizeof *tab);
+  if (!x || !pinv || !u || !tab) rc = nd__merr(ND_ENOMEM, "dti: out of memory");
+  if (!rc) rc = setup(&c, g, x, pinv, u);
   c.x = x;
-  if (!rc) tables(&c, x, pinv, tab);
+  if (!rc) tables(&c, x, pinv, u, tab);
   if (!rc) rc = slots_new(&c);
   if (!rc) rc = result_alloc(out, nvox);
   if (!rc && nvox > 0) {
     size_t nchunks = o->chunks ? o->chunks : ND_DEFAULT_CHUNKS;
-    size_t chunk = (nvox + nchunks - 1) / nchunks;
+    if (nchunks > nvox) nchunks = nvox; /* also keeps the division below from wrapping */
+    size_t chunk = nvox / nchunks + (nvox % nchunks != 0);
     rc = nd_parallel_for(pool, 0, nvox, o->chunking, chunk, fit_chunk, &c);
     if (rc) {
       nd_dti_result_free(out);
@@ -698,6 +755,7 @@ int nd_dti_fit(const nd_gradients *g, const double *signals, size_t nvox, size_t
   if (c.slots) slots_free(c.slots, c.nslots);
   nd_free(x);
   nd_free(pinv);
+  nd_free(u);
   nd_free(tab);
   return rc;
 }

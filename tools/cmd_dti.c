@@ -374,7 +374,6 @@ static int run(const dti_cli *cli) {
                            .cancel = &g_cancel};
     nd_graph_stats st = {0};
     rc = nd_graph_run(g, &o, &st);
-    sigaction(SIGINT, &old_sa, NULL);
     if (rc == ND_ECANCELED) {
       fprintf(stderr, "nidag dti: interrupted before the fit started; nothing was written\n");
       status = DTI_EXIT_INTERRUPTED;
@@ -387,8 +386,16 @@ static int run(const dti_cli *cli) {
       if (nd_graph_report(g, stderr) == 0 && *nd_errmsg(g))
         fprintf(stderr, "nidag dti: %s\n", nd_errmsg(g));
     } else {
+      /* The handler stays installed while the files are written: a Ctrl-C
+       * now lets every map be written whole (a second one still ends the
+       * process at once). */
       status = emit(cli, prefix, g, fit, pool, cache, &st, t0);
+      if (status == 0 && atomic_load(&g_cancel)) {
+        fprintf(stderr, "nidag dti: interrupted; the fit and every map were written in full\n");
+        status = DTI_EXIT_INTERRUPTED;
+      }
     }
+    sigaction(SIGINT, &old_sa, NULL);
   }
   nd_graph_free(g);
   if (cache && (rc = nd_cache_close(cache))) {

@@ -117,9 +117,14 @@ typedef struct nd_dti_result {
  *  - y = log(max(S, min_signal));
  *  - design matrix X = -B with columns (Bxx, 2Bxy, Byy, 2Bxz, 2Byz, Bzz, 1)
  *    from b * g g^T, so beta = (Dxx, Dxy, Dyy, Dxz, Dyz, Dzz, -log S0);
- *  - OLS: beta = pinv(X) y; WLS: w = exp(X beta_ols), beta =
- *    pinv(diag(w) X) (w * y). pinv is numpy's: singular values at or below
- *    1e-15 times the largest are dropped;
+ *  - OLS: beta = pinv(X) y; WLS: w = exp(U U^T y) with U from the reduced
+ *    SVD of X (DIPY's weights: the OLS-predicted log signal X pinv(X) y
+ *    when X has full column rank), beta = pinv(diag(w) X) (w * y), solved
+ *    through the normal equations by Cholesky when they are well
+ *    conditioned and through numpy's pinv otherwise. pinv is numpy's:
+ *    singular values at or below 1e-15 times the largest are dropped, so a
+ *    table of fewer than 7 volumes, or a rank-deficient one, gives DIPY's
+ *    minimum-norm solution;
  *  - eigenvalues of D, by cyclic Jacobi rotations (not LAPACK; they agree
  *    with DIPY's to rounding), sorted descending by a stable sort (equal
  *    eigenvalues keep the order of the rotated diagonal; their
@@ -219,8 +224,12 @@ typedef struct nd_dti_exec {
  * str "wls" (default) | "ols", "min_signal" f64 (default ND_DTI_MIN_SIGNAL),
  * "b0_threshold" f64 (default ND_DTI_B0_THRESHOLD). Output: the maps of
  * nd_dti_fit_image, fitted on the op's pool. ud: NULL (dynamic chunking,
- * ND_DEFAULT_CHUNKS) or an nd_dti_exec. A node fails, with a message naming
- * the file, on a bad table or a DWI/table/mask mismatch. */
+ * ND_DEFAULT_CHUNKS) or an nd_dti_exec. A node fails on a bad table (the
+ * message names the bval/bvec file and the volume) or a DWI/table/mask
+ * mismatch (the message names the bval and bvec files and the problem; the
+ * DWI and mask are arrays here, so their files are named by the labels of
+ * their load nodes, which nd_dti_add sets to "load dwi PATH" and "load mask
+ * PATH"). */
 extern const nd_op nd_op_dti_fit;
 
 /* Add the nodes of one fit to g: file nodes for the paths, loads (f64, not
