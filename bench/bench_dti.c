@@ -12,23 +12,33 @@
  *          directions at b = 1000), drawn like the peer's (see synth_new)
  *          from nd_rng streams, so the data are the same on every run. WLS
  *          and OLS with nd_dti_fit: the pool (default chunking), and a
- *          1-thread pool with one chunk (the serial reference of the sweep).
+ *          1-thread pool with one chunk.
  *          Sanity: the median |FA_fit - FA_true| and no failed voxel.
  *   sweep  WLS on the same voxels, 2^k chunks for k = 0..15 (nd_dti_opts
  *          .chunks; a chunk holds ceil(nvox / 2^k) voxels), ND_STATIC and
- *          ND_DYNAMIC. speedup = T_serial / T with T_serial the 1-thread,
- *          1-chunk fit: by default each timed run is preceded by a serial
- *          fit and the speedup is the median of the pairs' ratios, so a
- *          drift of the machine's speed (a shared VM's host) over the sweep
- *          cancels; --serial-once divides the serial median measured once
- *          by each point's median. efficiency = speedup / threads. Every
- *          run's maps must equal the serial run's bit for bit (memcmp).
+ *          ND_DYNAMIC: 32 points. R interleaved rounds (R = --reps): each
+ *          runs a serial fit (1-thread pool, 1 chunk), every point once in
+ *          an order that rotates and reverses from round to round, and a
+ *          serial fit again. speedup = T_serial / T over the best (minimum)
+ *          times: the best of the 2R serial fits over the point's best of
+ *          R; efficiency = speedup / threads. The same from the medians is
+ *          printed beside it (_median). Why: on this 2-vCPU VM the serial
+ *          fit took 0.147-0.21 s and one point's 2-thread runs 0.077-0.137
+ *          s within one 18-55 s sweep, in slow stretches of one to several
+ *          seconds, while other processes used under 0.3 cores and
+ *          /proc/stat showed no steal time. Consecutive runs of one point
+ *          are slow together; spread over the sweep, some run of each point
+ *          usually lands in a fast stretch, and the minimum is the figure
+ *          least disturbed by the host. Every run's maps (the serial fits'
+ *          too) must equal an untimed serial fit's bit for bit (memcmp).
  *
- * Timings are medians of 5 runs (--reps) after an untimed warm-up; the fit's
- * own allocations (its result arrays) are inside the timed region, nothing
- * else is. A fit error, a
- * result that differs from the serial one, a disagreement with DIPY above
- * the tolerances or a bad sanity figure prints "# ERROR" and fails.
+ * Other timings are medians of 5 runs (--reps) after an untimed warm-up. The
+ * fit's own allocations (its result arrays) are inside the timed region,
+ * nothing else is. With --quiet-wait, a figure (a sweep round) during which
+ * other processes used >= 0.25 cores is measured again after waiting for
+ * quiet. A fit error, a result that differs from the serial one, a
+ * disagreement with DIPY above the tolerances or a bad sanity figure prints
+ * "# ERROR" and fails.
  */
 #include <math.h>
 #include <stdio.h>
@@ -45,7 +55,7 @@
 #define ND6_DIPY_FILES "/usr/lib/python3/dist-packages/dipy/data/files"
 
 #define ND6_MAX_REPS 16
-#define ND6_REPS 5 /* timed runs per figure: the peer's W6a REPS (W6b: 3); the
+#define ND6_REPS 5 /* timed runs per figure and sweep rounds: the peer's W6a REPS (W6b: 3); the
                       sweep's points differ by a few percent, so 5 rather
                       than NB_REPS */
 #define ND6_BUSY 0.25     /* cores used by others that make a figure suspect */
@@ -66,10 +76,9 @@ typedef struct d6_opts {
   const char *data;
   const char *sweep_tsv;
   unsigned threads;
-  int reps;       /* 0: ND6_REPS */
+  int reps;       /* 0: ND6_REPS; the sweep's rounds */
   size_t nvox;    /* synthetic voxels */
   bool only[3];   /* w6a, w6b, sweep; none set: all */
-  bool serial_once; /* sweep speedups over one serial median, not paired runs */
   nb_ctx bg;      /* quiet_wait / bg_seconds for nb_background */
 } d6_opts;
 
@@ -82,14 +91,12 @@ void nb_dti_usage(FILE *f) {
           "          dynamic) reporting speedup and efficiency\n"
           "  --only LIST      w6a, w6b and/or sweep (default all)\n"
           "  --threads N      pool workers (default 2)\n"
-          "  --reps N         timed runs per figure, after a warm-up (default %d; median)\n"
-          "  --quick          one timed run per figure (a rough sweep in a few seconds)\n"
+          "  --reps N         timed runs per figure, after a warm-up (default %d; median);\n"
+          "                   the sweep: N interleaved rounds (best of N, and median)\n"
+          "  --quick          one timed run per figure, one sweep round (a few seconds)\n"
           "  --voxels N       synthetic voxels (default 100000)\n"
           "  --data DIR       the repo's DIPY reference data (default %s)\n"
           "  --sweep-tsv FILE write the sweep as TSV for scripts/plot_dti_sweep.sh\n"
-          "  --serial-once    sweep speedup = the serial median / the point's median\n"
-          "                   (default: each run is paired with a serial fit just\n"
-          "                   before it, speedup = the median of the pairs' ratios)\n"
           "  --quiet-wait S, --bg-seconds S   as for runtime (default 0 and 1)\n",
           ND6_REPS, NB_DTI_DATA);
 }
@@ -377,10 +384,6 @@ typedef struct fit_runs {
   int reps;
   double t[ND6_MAX_REPS], others[ND6_MAX_REPS];
   double median, lo, hi;
-  /* paired runs (timed_fits with serial options): each run is preceded by a
-   * serial fit; ratio = serial time / this run's time */
-  double ts[ND6_MAX_REPS], ratio[ND6_MAX_REPS];
-  double ratio_median, ratio_lo, ratio_hi;
 } fit_runs;
 
 /* One timed fit, checked; *t its seconds, *others the cores other processes
@@ -410,37 +413,18 @@ static int one_fit(const synth *d, const nd_dti_opts *fo, const nd_dti_result *r
   return rc;
 }
 
-static void spread(const double *v, int n, double *median, double *lo, double *hi) {
-  *median = nb_median(v, n);
-  *lo = *hi = v[0];
-  for (int r = 1; r < n; r++) {
-    if (v[r] < *lo) *lo = v[r];
-    if (v[r] > *hi) *hi = v[r];
-  }
-}
-
 /* reps timed nd_dti_fit calls. keep (optional) receives the first run's
- * result; every run is compared with ref (optional). With serial (optional),
- * each run is preceded by a timed fit with those options, and the pair's
- * time ratio is that run's speedup. Returns 0, 1 on an error (printed), 2
- * when a result differs from ref. */
+ * result; every run is compared with ref (optional). Returns 0, 1 on an
+ * error (printed), 2 when a result differs from ref. */
 static int timed_fits(const synth *d, const nd_dti_opts *fo, int reps, fit_runs *fr,
-                      nd_dti_result *keep, const nd_dti_result *ref, const char *label,
-                      const nd_dti_opts *serial) {
+                      nd_dti_result *keep, const nd_dti_result *ref, const char *label) {
   fr->reps = reps;
   if (keep) memset(keep, 0, sizeof *keep);
   int rc = 0;
   for (int r = 0; r < reps && !rc; r++) {
     nd_dti_result res;
-    if (serial) {
-      double others;
-      rc = one_fit(d, serial, ref, "paired serial fit", r, &res, &fr->ts[r], &others);
-      if (rc) break;
-      nd_dti_result_free(&res);
-    }
     rc = one_fit(d, fo, ref, label, r, &res, &fr->t[r], &fr->others[r]);
     if (rc) break;
-    if (serial) fr->ratio[r] = fr->ts[r] / fr->t[r];
     if (keep && r == 0)
       *keep = res;
     else
@@ -450,8 +434,12 @@ static int timed_fits(const synth *d, const nd_dti_opts *fo, int reps, fit_runs 
     if (keep) nd_dti_result_free(keep);
     return rc;
   }
-  spread(fr->t, reps, &fr->median, &fr->lo, &fr->hi);
-  if (serial) spread(fr->ratio, reps, &fr->ratio_median, &fr->ratio_lo, &fr->ratio_hi);
+  fr->median = nb_median(fr->t, reps);
+  fr->lo = fr->hi = fr->t[0];
+  for (int r = 1; r < reps; r++) {
+    if (fr->t[r] < fr->lo) fr->lo = fr->t[r];
+    if (fr->t[r] > fr->hi) fr->hi = fr->t[r];
+  }
   return 0;
 }
 
@@ -460,9 +448,9 @@ static int timed_fits(const synth *d, const nd_dti_opts *fo, int reps, fit_runs 
  * with --quiet-wait > 0. */
 static int timed_fits_quiet(const d6_opts *o, const synth *d, const nd_dti_opts *fo, int reps,
                             fit_runs *fr, nd_dti_result *keep, const nd_dti_result *ref,
-                            const char *label, const nd_dti_opts *serial) {
+                            const char *label) {
   for (int attempt = 0;; attempt++) {
-    int rc = timed_fits(d, fo, reps, fr, keep, ref, label, serial);
+    int rc = timed_fits(d, fo, reps, fr, keep, ref, label);
     double busy = nb_median(fr->others, reps);
     if (rc || o->bg.quiet_wait <= 0 || o->bg.bg_seconds <= 0 || attempt >= ND6_REDO ||
         !(busy >= ND6_BUSY))
@@ -513,7 +501,7 @@ static double median_fa_error(const synth *d, const double *fa) {
 
 /* ------------------------------------------------------------ W6b */
 
-/* The serial reference: WLS on a 1-thread pool with one chunk. */
+/* The 1-thread, 1-chunk fit (w6b's serial figure). */
 typedef struct serial_ref {
   fit_runs runs;
   nd_dti_result res;
@@ -525,12 +513,12 @@ static int run_serial(const d6_opts *o, const synth *d, nd_pool *pool1, nd_dti_m
   int rc = warm_up(d, &fo);
   if (!rc)
     rc = timed_fits_quiet(o, d, &fo, reps_for(o, ND6_REPS), &s->runs, &s->res, NULL,
-                          "serial fit", NULL);
+                          "serial fit");
   return rc;
 }
 
 static int w6b(const d6_opts *o, const synth *d, const char *tag, nd_pool *pool,
-               nd_pool *pool1, serial_ref *wls_serial) {
+               nd_pool *pool1) {
   static const nd_dti_method methods[2] = {ND_DTI_WLS, ND_DTI_OLS};
   static const char *const mname[2] = {"WLS", "OLS"};
   int reps = reps_for(o, ND6_REPS);
@@ -543,10 +531,10 @@ static int w6b(const d6_opts *o, const synth *d, const char *tag, nd_pool *pool,
     char label[96];
     snprintf(label, sizeof label, "w6b %s %u threads", mname[mi], nd_pool_threads(pool));
     int rc = warm_up(d, &fo);
-    if (!rc) rc = timed_fits_quiet(o, d, &fo, reps, &fr, &first, NULL, label, NULL);
+    if (!rc) rc = timed_fits_quiet(o, d, &fo, reps, &fr, &first, NULL, label);
     if (rc) return 1;
-    /* the 1-thread, 1-chunk fit: the sweep's serial reference for WLS */
-    serial_ref one = {0}, *s = mi == 0 ? wls_serial : &one;
+    /* the 1-thread, 1-chunk fit */
+    serial_ref one = {0}, *s = &one;
     rc = run_serial(o, d, pool1, methods[mi], s);
     const char *diff = rc ? NULL : result_diff(&first, &s->res);
     double err = median_fa_error(d, first.fa);
@@ -585,17 +573,149 @@ static int w6b(const d6_opts *o, const synth *d, const char *tag, nd_pool *pool,
 
 /* ------------------------------------------------------------ sweep */
 
-static int sweep(const d6_opts *o, const synth *d, nd_pool *pool, nd_pool *pool1,
-                 const serial_ref *s) {
-  static const nd_chunking sched[2] = {ND_STATIC, ND_DYNAMIC};
-  static const char *const sname[2] = {"static", "dynamic"};
+#define ND6_NPTS (2 * (ND6_KMAX + 1)) /* sweep points: 16 chunk counts x 2 schedules */
+#define ND6_MAX_SERIAL (2 * ND6_MAX_REPS)
+
+static const nd_chunking sw_sched[2] = {ND_STATIC, ND_DYNAMIC};
+static const char *const sw_sname[2] = {"static", "dynamic"};
+
+/* Median of n <= 2 * ND6_NPTS values; v is not modified. */
+static double median_n(const double *v, int n) {
+  double c[2 * ND6_NPTS];
+  memcpy(c, v, (size_t)n * sizeof *c);
+  qsort(c, (size_t)n, sizeof *c, cmp_double);
+  return (n & 1) ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
+}
+
+static double min_n(const double *v, int n) {
+  double m = v[0];
+  for (int i = 1; i < n; i++)
+    if (v[i] < m) m = v[i];
+  return m;
+}
+
+/* The point run at position j of round r. Points are numbered
+ * 2 k + schedule (static 1, dynamic 1, static 2, ...); round r starts at
+ * r * stride and runs backwards when r is odd, so each point's runs fall at
+ * different places of the sweep's duration. */
+static int sweep_point_at(int j, int r, int rounds) {
+  int stride = ND6_NPTS / rounds > 0 ? ND6_NPTS / rounds : 1;
+  int p = (j + r * stride) % ND6_NPTS;
+  return (r & 1) ? ND6_NPTS - 1 - p : p;
+}
+
+typedef struct sweep_runs {
+  double ts[ND6_MAX_SERIAL], ts_others[ND6_MAX_SERIAL]; /* serial fits, in order */
+  double t[ND6_NPTS][ND6_MAX_REPS], others[ND6_NPTS][ND6_MAX_REPS]; /* [2 k + schedule][round] */
+} sweep_runs;
+
+/* One round: a serial fit, every point once in the round's order, a serial
+ * fit. Every result is compared with ref. *busy: the median of the cores
+ * other processes used over the round's runs. */
+static int sweep_round(const synth *d, nd_pool *pool, const nd_dti_opts *serial,
+                       const nd_dti_result *ref, int r, int rounds, sweep_runs *w,
+                       double *busy) {
+  double oth[ND6_NPTS + 2];
+  int n = 0, rc = 0;
+  nd_dti_result res;
+  double t0 = nb_now();
+  for (int j = -1; j <= ND6_NPTS && !rc; j++) {
+    if (j < 0 || j == ND6_NPTS) {
+      double *t = &w->ts[2 * r + (j >= 0)], *o = &w->ts_others[2 * r + (j >= 0)];
+      rc = one_fit(d, serial, ref, "w6 sweep serial fit", r, &res, t, o);
+      oth[n++] = *o;
+    } else {
+      int p = sweep_point_at(j, r, rounds), k = p / 2, si = p % 2;
+      nd_dti_opts fo = {.method = ND_DTI_WLS, .pool = pool, .chunking = sw_sched[si],
+                        .chunks = (size_t)1 << k};
+      char label[96];
+      snprintf(label, sizeof label, "w6 sweep %s chunks=%zu", sw_sname[si], fo.chunks);
+      rc = one_fit(d, &fo, ref, label, r, &res, &w->t[p][r], &w->others[p][r]);
+      oth[n++] = w->others[p][r];
+    }
+    if (!rc) nd_dti_result_free(&res);
+  }
+  if (rc) return rc;
+  *busy = median_n(oth, n);
+  int p0 = sweep_point_at(0, r, rounds);
+  printf("# w6 sweep round %d: serial %.4f s, points from %s/%zu %s, serial %.4f s; "
+         "wall %.1f s, others %.2f cores (median)\n",
+         r, w->ts[2 * r], sw_sname[p0 % 2], (size_t)1 << (p0 / 2),
+         (r & 1) ? "down" : "up", w->ts[2 * r + 1], nb_now() - t0, *busy);
+  return 0;
+}
+
+/* Keeps the largest (best) or smallest (min) efficiency and its point. */
+typedef struct sweep_pick {
+  double best, min[2];
+  int best_p;
+} sweep_pick;
+
+static void pick_add(sweep_pick *s, int p, double ef) {
+  size_t chunks = (size_t)1 << (p / 2);
+  if (ef > s->best) s->best = ef, s->best_p = p;
+  if (chunks >= 4 && chunks <= 4096 && ef < s->min[p % 2]) s->min[p % 2] = ef;
+}
+
+static void pick_print(const sweep_pick *s, const char *sfx) {
+  const char *sn = sw_sname[s->best_p % 2];
+  size_t bc = (size_t)1 << (s->best_p / 2);
+  printf("w6_nidag_sweep_best_efficiency%s %.3f frac\n", sfx, s->best);
+  printf("w6_nidag_sweep_best_chunks%s %zu chunks\n", sfx, bc);
+  printf("w6_nidag_sweep_best_point%s %s/%zu schedule/chunks\n", sfx, sn, bc);
+  for (int si = 0; si < 2; si++)
+    printf("w6_nidag_sweep_%s_min_efficiency_4_4096%s %.3f frac\n", sw_sname[si], sfx,
+           s->min[si]);
+  printf("w6_nidag_sweep_min_efficiency_4_4096%s %.3f frac\n", sfx,
+         s->min[0] > s->min[1] ? s->min[0] : s->min[1]);
+}
+
+static int sweep(const d6_opts *o, const synth *d, nd_pool *pool, nd_pool *pool1) {
   unsigned threads = nd_pool_threads(pool);
-  int reps = reps_for(o, ND6_REPS);
-  double ts = s->runs.median;
-  bool paired = !o->serial_once;
-  const char *how = paired ? "median over the runs of (the serial fit just before / the run)"
-                           : "the serial median / the median run";
+  int rounds = reps_for(o, ND6_REPS), nser = 2 * rounds;
   nd_dti_opts serial = {.method = ND_DTI_WLS, .pool = pool1, .chunks = 1};
+  nd_dti_opts par = {.method = ND_DTI_WLS, .pool = pool};
+  /* the reference maps: an untimed serial fit (which also warms the
+   * 1-thread pool), then a warm-up of the pool */
+  nd_dti_result ref;
+  int rc = nd_dti_fit(d->g, d->s, d->nvox, ND6_NVOL, &serial, &ref);
+  if (rc) return d6_fail(rc, "w6 sweep reference fit");
+  if (warm_up(d, &par)) {
+    nd_dti_result_free(&ref);
+    return 1;
+  }
+  printf("# w6 sweep: WLS, %zu voxels, %u threads, %d rounds; each round runs a serial fit "
+         "(1-thread pool, 1 chunk), the %d points once in a rotating order, a serial fit\n",
+         d->nvox, threads, rounds, ND6_NPTS);
+  sweep_runs w;
+  for (int r = 0; r < rounds && !rc; r++) {
+    for (int attempt = 0;; attempt++) {
+      double busy = 0;
+      rc = sweep_round(d, pool, &serial, &ref, r, rounds, &w, &busy);
+      if (rc || o->bg.quiet_wait <= 0 || o->bg.bg_seconds <= 0 || attempt >= ND6_REDO ||
+          !(busy >= ND6_BUSY))
+        break;
+      printf("# w6 sweep round %d: other processes used %.2f cores (median over its runs); "
+             "waiting for quiet and running the round again\n",
+             r, busy);
+      nb_background(&o->bg, "w6 sweep round");
+    }
+  }
+  nd_dti_result_free(&ref);
+  if (rc) {
+    printf("w6_nidag_sweep_deterministic 0 bool\n");
+    return 1;
+  }
+
+  double smin = min_n(w.ts, nser), smed = median_n(w.ts, nser), smax = w.ts[0];
+  for (int i = 1; i < nser; i++)
+    if (w.ts[i] > smax) smax = w.ts[i];
+  printf("# w6 sweep serial runs (start and end of each round)");
+  for (int i = 0; i < nser; i++) printf(" %.4f", w.ts[i]);
+  printf(" s; best %.4f, median %.4f, worst %.4f s\n", smin, smed, smax);
+  printf("w6_nidag_sweep_serial_time %.4f s\n", smin);
+  printf("w6_nidag_sweep_serial_time_median %.4f s\n", smed);
+
   FILE *tsv = NULL;
   if (o->sweep_tsv) {
     tsv = fopen(o->sweep_tsv, "w");
@@ -603,83 +723,62 @@ static int sweep(const d6_opts *o, const synth *d, nd_pool *pool, nd_pool *pool1
       perror(o->sweep_tsv);
       return 1;
     }
-    fprintf(tsv, "# nidag-bench dti sweep: WLS, %zu voxels x %d volumes, %u threads, %d runs "
-                 "per point; serial (1 thread, 1 chunk) %.6f s\n",
-            d->nvox, ND6_NVOL, threads, reps, ts);
-    fprintf(tsv, "# speedup: %s\n", how);
-    fprintf(tsv, "# threads %u\n# serial_s %.6f\n", threads, ts);
-    fprintf(tsv, "schedule\tk\tchunks\tchunk_voxels\tchunks_run\ttime_s\ttime_min_s\ttime_max_s"
-                 "\tspeedup\tspeedup_lo\tspeedup_hi\tefficiency\tefficiency_lo\tefficiency_hi\n");
+    fprintf(tsv, "# nidag-bench dti sweep: WLS, %zu voxels x %d volumes, %u threads, %d "
+                 "interleaved rounds; serial (1 thread, 1 chunk) best %.4f s, median %.4f s\n",
+            d->nvox, ND6_NVOL, threads, rounds, smin, smed);
+    fprintf(tsv, "# speedup = serial best / point best (of its %d runs); speedup_median = "
+                 "serial median / point median; efficiency = speedup / threads\n",
+            rounds);
+    fprintf(tsv, "# threads %u\n# rounds %d\n# serial_min_s %.6f\n# serial_median_s %.6f\n",
+            threads, rounds, smin, smed);
+    fprintf(tsv, "schedule\tk\tchunks\tchunk_voxels\tchunks_run\ttime_min_s\ttime_median_s"
+                 "\ttime_max_s\tspeedup\tspeedup_median\tefficiency\tefficiency_median\n");
   }
-  printf("# w6 sweep: WLS, %zu voxels, %u threads, serial %.4f s (1-thread pool, 1 chunk), "
-         "%d runs per point; speedup = %s\n",
-         d->nvox, threads, ts, reps, how);
-  printf("w6_nidag_sweep_serial_time %.4f s\n", ts);
-  double best = -1, minef[2] = {1e300, 1e300};
-  int best_s = 0;
-  size_t best_c = 0;
-  int bad = 0;
-  for (int si = 0; si < 2 && !bad; si++) {
-    for (int k = 0; k <= ND6_KMAX && !bad; k++) {
+  sweep_pick pb = {.best = -1, .min = {1e300, 1e300}}, pm = pb;
+  for (int si = 0; si < 2; si++) {
+    for (int k = 0; k <= ND6_KMAX; k++) {
+      int p = 2 * k + si;
+      const double *t = w.t[p];
       size_t chunks = (size_t)1 << k;
       size_t chunk = (d->nvox + chunks - 1) / chunks;
       size_t run = chunk ? (d->nvox + chunk - 1) / chunk : 0;
-      nd_dti_opts fo = {.method = ND_DTI_WLS, .pool = pool, .chunking = sched[si],
-                        .chunks = chunks};
-      fit_runs fr;
-      char label[96];
-      snprintf(label, sizeof label, "w6 sweep %s chunks=%zu", sname[si], chunks);
-      int rc = timed_fits_quiet(o, d, &fo, reps, &fr, NULL, &s->res, label,
-                                paired ? &serial : NULL);
-      if (rc) {
-        bad = 1;
-        break;
-      }
-      double sp = paired ? fr.ratio_median : ts / fr.median, ef = sp / threads;
-      double sp_lo = paired ? fr.ratio_lo : ts / fr.hi, sp_hi = paired ? fr.ratio_hi : ts / fr.lo;
-      printf("# w6 sweep %s chunks=%zu: %zu voxels per chunk, %zu chunks run; runs", sname[si],
-             chunks, chunk, run);
-      for (int r = 0; r < reps; r++) printf(" %.4f", fr.t[r]);
-      if (paired) {
-        printf(" s; serial before each");
-        for (int r = 0; r < reps; r++) printf(" %.4f", fr.ts[r]);
-      }
+      double tmin = min_n(t, rounds), tmed = median_n(t, rounds), tmax = t[0];
+      for (int r = 1; r < rounds; r++)
+        if (t[r] > tmax) tmax = t[r];
+      double sp = smin / tmin, spm = smed / tmed, ef = sp / threads, efm = spm / threads;
+      printf("# w6 sweep %s chunks=%zu: %zu voxels per chunk, %zu chunks run; runs by round",
+             sw_sname[si], chunks, chunk, run);
+      for (int r = 0; r < rounds; r++) printf(" %.4f", t[r]);
       printf(" s; others");
-      for (int r = 0; r < reps; r++) printf(" %.2f", fr.others[r]);
-      printf("; maps equal to serial");
-      if (paired) printf("; speedup over the first serial median %.3f", ts / fr.median);
+      for (int r = 0; r < rounds; r++) printf(" %.2f", w.others[p][r]);
       printf("\n");
-      printf("w6_nidag_sweep_%s_chunks_%zu_time %.4f s\n", sname[si], chunks, fr.median);
-      printf("w6_nidag_sweep_%s_chunks_%zu_speedup %.3f x\n", sname[si], chunks, sp);
-      printf("w6_nidag_sweep_%s_chunks_%zu_efficiency %.3f frac\n", sname[si], chunks, ef);
+      const char *sn = sw_sname[si];
+      printf("w6_nidag_sweep_%s_chunks_%zu_time %.4f s\n", sn, chunks, tmin);
+      printf("w6_nidag_sweep_%s_chunks_%zu_time_median %.4f s\n", sn, chunks, tmed);
+      printf("w6_nidag_sweep_%s_chunks_%zu_speedup %.3f x\n", sn, chunks, sp);
+      printf("w6_nidag_sweep_%s_chunks_%zu_speedup_median %.3f x\n", sn, chunks, spm);
+      printf("w6_nidag_sweep_%s_chunks_%zu_efficiency %.3f frac\n", sn, chunks, ef);
+      printf("w6_nidag_sweep_%s_chunks_%zu_efficiency_median %.3f frac\n", sn, chunks, efm);
       if (tsv)
-        fprintf(tsv,
-                "%s\t%d\t%zu\t%zu\t%zu\t%.6f\t%.6f\t%.6f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\n",
-                sname[si], k, chunks, chunk, run, fr.median, fr.lo, fr.hi, sp, sp_lo, sp_hi, ef,
-                sp_lo / threads, sp_hi / threads);
-      if (ef > best) best = ef, best_s = si, best_c = chunks;
-      if (chunks >= 4 && chunks <= 4096 && ef < minef[si]) minef[si] = ef;
+        fprintf(tsv, "%s\t%d\t%zu\t%zu\t%zu\t%.6f\t%.6f\t%.6f\t%.4f\t%.4f\t%.4f\t%.4f\n", sn, k,
+                chunks, chunk, run, tmin, tmed, tmax, sp, spm, ef, efm);
+      pick_add(&pb, p, ef);
+      pick_add(&pm, p, efm);
     }
   }
   if (tsv && fclose(tsv) != 0) {
     perror(o->sweep_tsv);
-    bad = 1;
-  }
-  if (bad) {
-    printf("w6_nidag_sweep_deterministic 0 bool\n");
     return 1;
   }
   printf("w6_nidag_sweep_deterministic 1 bool\n");
-  printf("# w6 sweep: all %d points x %d runs gave maps equal to the serial fit's (memcmp)\n",
-         2 * (ND6_KMAX + 1), reps);
-  printf("# w6 sweep best efficiency: %s, %zu chunks\n", sname[best_s], best_c);
-  printf("w6_nidag_sweep_best_efficiency %.3f frac\n", best);
-  printf("w6_nidag_sweep_best_chunks %zu chunks\n", best_c);
-  printf("w6_nidag_sweep_best_point %s/%zu schedule/chunks\n", sname[best_s], best_c);
-  for (int si = 0; si < 2; si++)
-    printf("w6_nidag_sweep_%s_min_efficiency_4_4096 %.3f frac\n", sname[si], minef[si]);
-  printf("w6_nidag_sweep_min_efficiency_4_4096 %.3f frac\n",
-         minef[0] > minef[1] ? minef[0] : minef[1]);
+  printf("# w6 sweep: all %d points x %d runs and the %d serial fits gave maps equal to the "
+         "reference serial fit's (memcmp)\n",
+         ND6_NPTS, rounds, nser);
+  printf("# w6 sweep summaries: best of %d runs (primary), then medians (_median); the "
+         "schedule-free min_efficiency_4_4096 is the better schedule's\n",
+         rounds);
+  pick_print(&pb, "");
+  pick_print(&pm, "_median");
   if (o->sweep_tsv)
     printf("# w6 sweep written to %s; plots: scripts/plot_dti_sweep.sh %s [OUTDIR]\n",
            o->sweep_tsv, o->sweep_tsv);
@@ -697,10 +796,6 @@ static int parse_args(int argc, char **argv, d6_opts *o) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--quick") == 0) {
       o->reps = 1;
-      continue;
-    }
-    if (strcmp(a, "--serial-once") == 0) {
-      o->serial_once = true;
       continue;
     }
     if (!v) goto bad;
@@ -788,41 +883,20 @@ int nb_dti_main(int argc, char **argv) {
       printf("# w6b synthetic data: %zu voxels x %d volumes (nd_rng key (%d, 6)), generated in "
              "%.2f s\n",
              o.nvox, ND6_NVOL, ND6_SEED, nb_now() - t0);
-    serial_ref s = {0};
     if (!rc && run[D6_W6B]) {
       printf("## ---- w6b: %zu synthetic voxels, WLS and OLS with nd_dti_fit ----\n", o.nvox);
       nb_background(&o.bg, "w6b");
       t0 = nb_now();
-      rc = w6b(&o, &d, tag, pool, pool1, &s);
+      rc = w6b(&o, &d, tag, pool, pool1);
       printf("# w6b exit=%d wall=%.1fs\n", rc, nb_now() - t0);
     }
     if (!rc && run[D6_SWEEP]) {
       printf("## ---- w6 sweep: WLS, 2^0..2^%d chunks, static and dynamic ----\n", ND6_KMAX);
       nb_background(&o.bg, "w6 sweep");
       t0 = nb_now();
-      if (!run[D6_W6B]) rc = run_serial(&o, &d, pool1, ND_DTI_WLS, &s);
-      if (!rc) {
-        print_fit_runs("w6 sweep serial (1 thread, 1 chunk)", &s.runs);
-        /* warm the pool for WLS before the first point */
-        nd_dti_opts fo = {.method = ND_DTI_WLS, .pool = pool};
-        rc = warm_up(&d, &fo);
-      }
-      if (!rc) rc = sweep(&o, &d, pool, pool1, &s);
-      if (!rc) {
-        /* the machine's drift over the sweep: the serial fit once more */
-        nd_dti_opts fo = {.method = ND_DTI_WLS, .pool = pool1, .chunks = 1};
-        fit_runs again;
-        rc = timed_fits(&d, &fo, reps_for(&o, ND6_REPS), &again, NULL, &s.res, "serial fit",
-                        NULL);
-        if (!rc) {
-          print_fit_runs("w6 sweep serial again after the sweep", &again);
-          printf("# w6 sweep serial median after the sweep %.4f s, before %.4f s (%+.1f%%)\n",
-                 again.median, s.runs.median, 100.0 * (again.median / s.runs.median - 1.0));
-        }
-      }
+      rc = sweep(&o, &d, pool, pool1);
       printf("# w6 sweep exit=%d wall=%.1fs\n", rc, nb_now() - t0);
     }
-    nd_dti_result_free(&s.res);
     synth_free(&d);
     bad |= rc != 0;
   }

@@ -338,6 +338,8 @@ if want w6; then
   echo "## ---- W6 summary: diffusion tensor fits (peer: DIPY 1.6, 1 thread; (r) = recorded in results.txt) ----"
   { grep -E '^w6[ab]_' "$PEERS_DIR/results.txt" 2>/dev/null | sed 's/^/REC /'; cat "$OUT"; } | awk -v tsv="$TSV" -v section=W6 -v threads="$OMP_NUM_THREADS" '
 '"$SUMMARY_AWK"'
+    # the sweep: the primary figure (best of the rounds) with its median-based twin
+    function wm(n) { return (n in v) ? v[n] " (median " get(n "_median") ")" : "-" }
     END {
       t = threads " threads"
       row("metric", "peer", "nidag", "goal", "")
@@ -349,10 +351,10 @@ if want w6; then
       row("small_64D WLS vox/s, " t, get("w6a_small64D_WLS_voxels_per_s"), get("w6a_nidag_small64D_WLS_voxels_per_s"), "", "")
       row("small_64D OLS vox/s, " t, get("w6a_small64D_OLS_voxels_per_s"), get("w6a_nidag_small64D_OLS_voxels_per_s"), "", "")
       row("small_64D load s", get("w6a_small64D_load"), get("w6a_nidag_small64D_load"), "", "")
-      row("efficiency, best chunking", "-", get("w6_nidag_sweep_best_efficiency"), ">= 0.95", ge("w6_nidag_sweep_best_efficiency", 0.95))
-      row("best chunking", "-", get("w6_nidag_sweep_best_point"), "", "")
-      row("min efficiency 4..4096 static", "-", get("w6_nidag_sweep_static_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_static_min_efficiency_4_4096", 0.9))
-      row("min efficiency 4..4096 dynamic", "-", get("w6_nidag_sweep_dynamic_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_dynamic_min_efficiency_4_4096", 0.9))
+      row("efficiency, best chunking", "-", wm("w6_nidag_sweep_best_efficiency"), ">= 0.95", ge("w6_nidag_sweep_best_efficiency", 0.95))
+      row("best chunking", "-", wm("w6_nidag_sweep_best_point"), "", "")
+      row("min efficiency 4..4096 static", "-", wm("w6_nidag_sweep_static_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_static_min_efficiency_4_4096", 0.9))
+      row("min efficiency 4..4096 dynamic", "-", wm("w6_nidag_sweep_dynamic_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_dynamic_min_efficiency_4_4096", 0.9))
       row("sweep maps = serial (memcmp)", "-", get("w6_nidag_sweep_deterministic"), "1", ge("w6_nidag_sweep_deterministic", 1))
       row("WLS max |dFA| vs DIPY", "-", get("w6a_nidag_small64D_WLS_max_abs_dFA_vs_dipy"), "<= 1e-6", le("w6a_nidag_small64D_WLS_max_abs_dFA_vs_dipy", 1e-6))
       row("WLS max |dMD| vs DIPY", "-", get("w6a_nidag_small64D_WLS_max_abs_dMD_vs_dipy"), "<= 1e-9", le("w6a_nidag_small64D_WLS_max_abs_dMD_vs_dipy", 1e-9))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/plot_dti_sweep.sh: draw the chunk sweep of `nidag-bench dti` as two
-# SVG plots, speedup and efficiency against the number of chunks (log2 axis),
-# one line per schedule with the spread of the timed runs as error bars, the
-# ideal line, and the goal lines of issue 7 (efficiency 0.9 and 0.95).
+# SVG plots, speedup and efficiency against the number of chunks (log2 axis):
+# per schedule a solid line for the primary figure (best of the interleaved
+# rounds) and a dashed line of the same colour for the medians, the ideal
+# line, and the goal lines of issue 7 (efficiency 0.9 and 0.95).
 #
 #   build-bench/bench/nidag-bench dti --only sweep --sweep-tsv /tmp/w6_sweep.tsv
 #   scripts/plot_dti_sweep.sh /tmp/w6_sweep.tsv [OUTDIR]
@@ -30,10 +31,14 @@ title="$(sed -n '1{s/^# *//;s/; /\\n/g;p}' "$TSV")"
 
 tmp="$(mktemp -d /tmp/nd-plot-dti.XXXXXX)"
 trap 'rm -rf "$tmp"' EXIT
-# one data file per schedule: chunks, speedup, lo, hi, efficiency, lo, hi
+# one data file per schedule: chunks, speedup, speedup_median, efficiency,
+# efficiency_median (columns found by their header names)
 schedules=()
 for s in $(awk -F '\t' '!/^#/ && $1 != "schedule" && NF > 10 { print $1 }' "$TSV" | awk '!seen[$0]++'); do
-  awk -F '\t' -v s="$s" '$1 == s { print $3, $9, $10, $11, $12, $13, $14 }' "$TSV" >"$tmp/$s.dat"
+  awk -F '\t' -v s="$s" '
+    $1 == "schedule" { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    $1 == s { print $col["chunks"], $col["speedup"], $col["speedup_median"], $col["efficiency"], $col["efficiency_median"] }
+  ' "$TSV" >"$tmp/$s.dat"
   schedules+=("$s")
 done
 if ((${#schedules[@]} == 0)); then
@@ -46,7 +51,8 @@ plot() {
   local out=$1 ylabel=$2 col=$3 extra=$4 items="" i=0
   for s in "${schedules[@]}"; do
     i=$((i + 1))
-    items+="'$tmp/$s.dat' using 1:$col:$((col + 1)):$((col + 2)) with yerrorlines lw 2 pt 7 ps 0.6 lc $i title '$s', "
+    items+="'$tmp/$s.dat' using 1:$col with linespoints lw 2 pt 7 ps 0.6 lc $i title '$s, best of the rounds', "
+    items+="'$tmp/$s.dat' using 1:$((col + 1)) with linespoints dt 2 lw 1 pt 6 ps 0.5 lc $i title '$s, median', "
   done
   gnuplot <<EOF
 set terminal svg size 800,500 dynamic enhanced font "sans,12"
@@ -67,5 +73,5 @@ EOF
 
 plot "$OUTDIR/dti_sweep_speedup.svg" "speedup over 1 thread, 1 chunk ($threads threads)" 2 \
   "$threads with lines dt 2 lw 1 lc rgb 'black' title 'ideal ($threads)'"
-plot "$OUTDIR/dti_sweep_efficiency.svg" "efficiency (speedup / $threads)" 5 \
+plot "$OUTDIR/dti_sweep_efficiency.svg" "efficiency (speedup / $threads)" 4 \
   "1 with lines dt 2 lc rgb 'black' title 'ideal', 0.95 with lines dt 3 lc rgb 'dark-green' title 'goal, best chunking (0.95)', 0.9 with lines dt 4 lc rgb 'red' title 'goal, 4..4096 chunks (0.9)'"
