@@ -2,6 +2,7 @@
 #ifndef NIDAG_TOOLS_CLI_H
 #define NIDAG_TOOLS_CLI_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,20 @@ const char *cli_option_value(int argc, char **argv, int *i, const char *opt, boo
 /* cli_util.c. A decimal whole number in [lo, hi] (digits only: no sign, no
  * space) into *out; false otherwise. */
 bool cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
+
+/* cli_util.c. Print "nidag CMD: <message>" and a usage hint on stderr;
+ * returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* cli_util.c. Seconds on the monotonic clock. */
+double cli_now_s(void);
+
+/* cli_util.c. The Ctrl-C protocol of the commands that run a graph: install
+ * cli_on_sigint for SIGINT and pass &cli_cancel as the run's cancel flag.
+ * The first Ctrl-C sets the flag (the graph stops starting nodes; nothing
+ * finished is lost); a second one ends the process at once. */
+extern atomic_int cli_cancel;
+void cli_on_sigint(int sig);
 
 /* Encode p into canonical params bytes (*bytes, nd_free them) and free p. */
 int cli_params_bytes(nd_params *p, void **bytes, size_t *len);

@@ -1,6 +1,12 @@
 /* Helpers shared by the nidag tool's commands (declared in cli.h): option
- * values and node params. Only the public API (nidag.h) is used. */
+ * values, usage errors, node params, the clock and the Ctrl-C protocol.
+ * Only the public API (nidag.h) is used. */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,4 +42,29 @@ int cli_params_bytes(nd_params *p, void **bytes, size_t *len) {
   int rc = nd_params_encode(p, bytes, len);
   nd_params_free(p);
   return rc;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "nidag %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\nrun 'nidag help' for usage\n");
+  va_end(ap);
+  return EXIT_USAGE;
+}
+
+double cli_now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+atomic_int cli_cancel;
+
+void cli_on_sigint(int sig) {
+  if (atomic_exchange(&cli_cancel, 1) != 0) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
 }

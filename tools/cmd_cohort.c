@@ -7,7 +7,6 @@
  * A tool, not the library: it prints and returns exit codes. Only the public
  * API (nidag.h) is used. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,17 +40,6 @@ void cli_cohort_usage(FILE *f) {
           ND_COHORT_DEFAULT_SEED, ND_COHORT_DEFAULT_TEMPLATES, CLI_MAX_THREADS);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "nidag cohort: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nrun 'nidag help' for usage\n");
-  va_end(ap);
-  return EXIT_USAGE;
-}
 
 /* Parse argv (argv[0] is "cohort"). Returns 0 or EXIT_USAGE after printing. */
 static int parse_args(int argc, char **argv, cohort_cli *cli) {
@@ -59,7 +47,7 @@ static int parse_args(int argc, char **argv, cohort_cli *cli) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-' || a[1] == '\0') {
-      if (cli->dir) return usage_error("unexpected argument '%s' (one DIR only)", a);
+      if (cli->dir) return cli_usage_error("cohort", "unexpected argument '%s' (one DIR only)", a);
       cli->dir = a;
       continue;
     }
@@ -72,26 +60,26 @@ static int parse_args(int argc, char **argv, cohort_cli *cli) {
     bool missing = false;
     for (; k < sizeof VALUED / sizeof VALUED[0] && !missing; k++)
       if ((v = cli_option_value(argc, argv, &i, VALUED[k], &missing))) break;
-    if (missing) return usage_error("option %s needs a value", VALUED[k - 1]);
-    if (!v) return usage_error("unknown option '%s'", a);
+    if (missing) return cli_usage_error("cohort", "option %s needs a value", VALUED[k - 1]);
+    if (!v) return cli_usage_error("cohort", "unknown option '%s'", a);
     const char *name = VALUED[k];
     uint64_t n;
     if (!strcmp(name, "--participants")) {
       if (!cli_parse_u64(v, 1, ND_COHORT_MAX_PARTICIPANTS, &n))
-        return usage_error("--participants needs a whole number from 1 to %d, got '%s'",
+        return cli_usage_error("cohort", "--participants needs a whole number from 1 to %d, got '%s'",
                            ND_COHORT_MAX_PARTICIPANTS, v);
       cli->o.participants = (size_t)n;
     } else if (!strcmp(name, "--seed")) {
       if (!cli_parse_u64(v, 1, UINT64_MAX, &n))
-        return usage_error("--seed needs a whole number from 1 to %" PRIu64 ", got '%s'",
+        return cli_usage_error("cohort", "--seed needs a whole number from 1 to %" PRIu64 ", got '%s'",
                            UINT64_MAX, v);
       cli->o.seed = n;
     } else if (!strcmp(name, "--templates")) {
-      if (!*v) return usage_error("--templates needs a directory");
+      if (!*v) return cli_usage_error("cohort", "--templates needs a directory");
       cli->o.templates = v;
     } else { /* --threads */
       if (!cli_parse_u64(v, 1, CLI_MAX_THREADS, &n))
-        return usage_error("--threads needs a whole number from 1 to %d, got '%s'",
+        return cli_usage_error("cohort", "--threads needs a whole number from 1 to %d, got '%s'",
                            CLI_MAX_THREADS, v);
       cli->threads = (unsigned)n;
     }

@@ -57,24 +57,7 @@ const demo_atlas DEMO_ATLASES[] = {
 const size_t DEMO_NATLASES = sizeof DEMO_ATLASES / sizeof DEMO_ATLASES[0];
 #define DEMO_GRID_ATLAS "AICHAmc.nii.gz" /* the cohort's 2 mm grid */
 
-static atomic_int g_cancel;
-
-/* The first Ctrl-C cancels the run (nothing finished is lost); a second
- * one, e.g. while a large file is being hashed, ends the process at once. */
-static void on_sigint(int sig) {
-  if (atomic_exchange(&g_cancel, 1) != 0) {
-    signal(sig, SIG_DFL);
-    raise(sig);
-  }
-}
-
 /* ------------------------------------------------------------- helpers */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static char *path_join(const char *a, const char *b) {
   size_t n = strlen(a) + strlen(b) + 2;
@@ -405,7 +388,7 @@ static int run_graph(demo_run *d, nd_cache *cache, nd_pool *pool, nd_graph_stats
   }
   progress pr = {.tty = isatty(STDERR_FILENO) == 1, .last_pct = -100};
   nd_graph_run_opts ro = {.cache = cache, .pool = pool, .targets = tg, .ntargets = k,
-                          .cancel = &g_cancel};
+                          .cancel = &cli_cancel};
   if (!d->o->quiet) {
     ro.progress = on_progress;
     ro.progress_ud = &pr;
@@ -536,7 +519,7 @@ int cli_demo(int argc, char **argv, const char *cache_dir) {
     cli_demo_usage(stderr);
     return EXIT_USAGE;
   }
-  double t0 = now_s();
+  double t0 = cli_now_s();
   nd_runtime_opts rto = {.threads = o.threads};
   nd_pool *pool = NULL;
   int rc = nd_pool_open(&pool, &rto);
@@ -567,7 +550,7 @@ int cli_demo(int argc, char **argv, const char *cache_dir) {
   d.excluded = calloc(d.parts->n ? d.parts->n : 1, sizeof *d.excluded);
   if (!d.excluded || choose_targets(&d)) goto done;
   struct sigaction sa = {0}, old_sa;
-  sa.sa_handler = on_sigint;
+  sa.sa_handler = cli_on_sigint;
   sigaction(SIGINT, &sa, &old_sa);
   nd_graph_stats st = {0};
   for (;;) {
@@ -603,7 +586,7 @@ int cli_demo(int argc, char **argv, const char *cache_dir) {
   }
   printf("run: computed %zu, cache hits %zu, failed %zu, skipped %zu, images loaded %zu, "
          "wall %.2f s (the hits had taken %.2f s to compute)\n",
-         st.computed, st.hits, st.failed, st.skipped, loads, now_s() - t0, st.seconds_saved);
+         st.computed, st.hits, st.failed, st.skipped, loads, cli_now_s() - t0, st.seconds_saved);
 done:
   free(tsv);
   free_run(&d);

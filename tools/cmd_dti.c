@@ -36,7 +36,6 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -86,17 +85,6 @@ void cli_dti_usage(FILE *f) {
           ND_DTI_B0_THRESHOLD, ND_DEFAULT_CHUNKS, CLI_MAX_THREADS, DTI_DEFAULT_CACHE_DIR);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "nidag dti: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nrun 'nidag help' for usage\n");
-  va_end(ap);
-  return EXIT_USAGE;
-}
 
 /* ------------------------------------------------------------ arguments */
 
@@ -108,7 +96,7 @@ static int parse_args(int argc, char **argv, dti_cli *cli) {
                                        "--chunks",   "--threads", "--cache"};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (a[0] != '-' || a[1] == '\0') return usage_error("unexpected argument '%s'", a);
+    if (a[0] != '-' || a[1] == '\0') return cli_usage_error("dti", "unexpected argument '%s'", a);
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       cli->help = true;
       return 0;
@@ -122,10 +110,10 @@ static int parse_args(int argc, char **argv, dti_cli *cli) {
     bool missing = false;
     for (; k < sizeof VALUED / sizeof VALUED[0] && !missing; k++)
       if ((v = cli_option_value(argc, argv, &i, VALUED[k], &missing))) break;
-    if (missing) return usage_error("option %s needs a value", VALUED[k - 1]);
-    if (!v) return usage_error("unknown option '%s'", a);
+    if (missing) return cli_usage_error("dti", "option %s needs a value", VALUED[k - 1]);
+    if (!v) return cli_usage_error("dti", "unknown option '%s'", a);
     const char *name = VALUED[k];
-    if (!*v) return usage_error("option %s needs a non-empty value", name);
+    if (!*v) return cli_usage_error("dti", "option %s needs a non-empty value", name);
     if (!strcmp(name, "--dwi")) {
       cli->dwi = v;
     } else if (!strcmp(name, "--bval")) {
@@ -139,22 +127,22 @@ static int parse_args(int argc, char **argv, dti_cli *cli) {
     } else if (!strcmp(name, "--method")) {
       if (!strcmp(v, "wls")) cli->method = ND_DTI_WLS;
       else if (!strcmp(v, "ols")) cli->method = ND_DTI_OLS;
-      else return usage_error("--method is 'wls' or 'ols', got '%s'", v);
+      else return cli_usage_error("dti", "--method is 'wls' or 'ols', got '%s'", v);
     } else if (!strcmp(name, "--schedule")) {
       if (!strcmp(v, "static")) cli->chunking = ND_STATIC;
       else if (!strcmp(v, "dynamic")) cli->chunking = ND_DYNAMIC;
       else if (!strcmp(v, "guided")) cli->chunking = ND_GUIDED;
-      else return usage_error("--schedule is 'static', 'dynamic' or 'guided', got '%s'", v);
+      else return cli_usage_error("dti", "--schedule is 'static', 'dynamic' or 'guided', got '%s'", v);
     } else if (!strcmp(name, "--chunks")) {
       uint64_t n;
       if (!cli_parse_u64(v, 1, DTI_MAX_CHUNKS, &n))
-        return usage_error("--chunks needs a whole number from 1 to %u, got '%s'",
+        return cli_usage_error("dti", "--chunks needs a whole number from 1 to %u, got '%s'",
                            DTI_MAX_CHUNKS, v);
       cli->chunks = (size_t)n;
     } else if (!strcmp(name, "--threads")) {
       uint64_t n;
       if (!cli_parse_u64(v, 1, CLI_MAX_THREADS, &n))
-        return usage_error("--threads needs a whole number from 1 to %d, got '%s'",
+        return cli_usage_error("dti", "--threads needs a whole number from 1 to %d, got '%s'",
                            CLI_MAX_THREADS, v);
       cli->threads = (unsigned)n;
     } else { /* --cache */
@@ -164,9 +152,9 @@ static int parse_args(int argc, char **argv, dti_cli *cli) {
   const char *need[] = {"--dwi", "--bval", "--bvec", "--out"};
   const char *have[] = {cli->dwi, cli->bval, cli->bvec, cli->out};
   for (size_t k = 0; k < 4; k++)
-    if (!have[k]) return usage_error("missing required option %s", need[k]);
+    if (!have[k]) return cli_usage_error("dti", "missing required option %s", need[k]);
   if (cli->no_cache && cli->cache_dir)
-    return usage_error("--cache and --no-cache contradict each other");
+    return cli_usage_error("dti", "--cache and --no-cache contradict each other");
   return 0;
 }
 
@@ -210,25 +198,6 @@ static char *output_prefix(const char *out) {
   }
   free(parent);
   return prefix;
-}
-
-/* ------------------------------------------------------------- signals */
-
-static atomic_int g_cancel;
-
-/* The first Ctrl-C cancels the run before the fit starts (a fit already
- * running finishes and is stored); a second one ends the process at once. */
-static void on_sigint(int sig) {
-  if (atomic_exchange(&g_cancel, 1) != 0) {
-    signal(sig, SIG_DFL);
-    raise(sig);
-  }
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ------------------------------------------------------------ the summary */
@@ -289,7 +258,7 @@ static int emit(const dti_cli *cli, const char *prefix, nd_graph *g, int64_t fit
     nd_array_release(maps);
     return EXIT_RUN_FAILED;
   }
-  double wall = now_s() - t0;
+  double wall = cli_now_s() - t0;
 
   size_t nvox = nd_array_dim(maps, 1) * nd_array_dim(maps, 2) * nd_array_dim(maps, 3);
   const double *md = (const double *)nd_array_data(maps) + (size_t)ND_DTI_MAP_MD * nvox;
@@ -332,7 +301,7 @@ static int emit(const dti_cli *cli, const char *prefix, nd_graph *g, int64_t fit
 /* ------------------------------------------------------------------ run */
 
 static int run(const dti_cli *cli) {
-  double t0 = now_s();
+  double t0 = cli_now_s();
   char *prefix = output_prefix(cli->out);
   if (!prefix) return EXIT_RUN_FAILED;
   nd_runtime_opts ropts = {.threads = cli->threads};
@@ -368,10 +337,10 @@ static int run(const dti_cli *cli) {
     fprintf(stderr, "nidag dti: %s\n", nd_models_errmsg());
   } else {
     struct sigaction sa = {0}, old_sa;
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = cli_on_sigint;
     sigaction(SIGINT, &sa, &old_sa);
     nd_graph_run_opts o = {.cache = cache, .pool = pool, .targets = &fit, .ntargets = 1,
-                           .cancel = &g_cancel};
+                           .cancel = &cli_cancel};
     nd_graph_stats st = {0};
     rc = nd_graph_run(g, &o, &st);
     if (rc == ND_ECANCELED) {
@@ -390,7 +359,7 @@ static int run(const dti_cli *cli) {
        * now lets every map be written whole (a second one still ends the
        * process at once). */
       status = emit(cli, prefix, g, fit, pool, cache, &st, t0);
-      if (status == 0 && atomic_load(&g_cancel)) {
+      if (status == 0 && atomic_load(&cli_cancel)) {
         fprintf(stderr, "nidag dti: interrupted; the fit and every map were written in full\n");
         status = DTI_EXIT_INTERRUPTED;
       }

@@ -29,7 +29,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,17 +67,6 @@ void cli_parcellate_usage(FILE *f) {
           CLI_MAX_THREADS, PARC_DEFAULT_CACHE_DIR);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "nidag parcellate: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nrun 'nidag help' for usage\n");
-  va_end(ap);
-  return EXIT_USAGE;
-}
 
 /* Parse argv (argv[0] is "parcellate"). Returns 0 or EXIT_USAGE after
  * printing the problem. */
@@ -91,7 +79,7 @@ static int parse_args(int argc, char **argv, parc_cli *cli) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (only_pos || a[0] != '-' || a[1] == '\0') {
-      if (npos == 2) return usage_error("unexpected argument '%s'", a);
+      if (npos == 2) return cli_usage_error("parcellate", "unexpected argument '%s'", a);
       pos[npos++] = a;
       continue;
     }
@@ -112,21 +100,21 @@ static int parse_args(int argc, char **argv, parc_cli *cli) {
     bool missing = false;
     for (; k < sizeof VALUED / sizeof VALUED[0] && !missing; k++)
       if ((v = cli_option_value(argc, argv, &i, VALUED[k], &missing))) break;
-    if (missing) return usage_error("option %s needs a value", VALUED[k - 1]);
-    if (!v) return usage_error("unknown option '%s'", a);
+    if (missing) return cli_usage_error("parcellate", "option %s needs a value", VALUED[k - 1]);
+    if (!v) return cli_usage_error("parcellate", "unknown option '%s'", a);
     const char *name = VALUED[k];
-    if (!*v) return usage_error("option %s needs a non-empty value", name);
+    if (!*v) return cli_usage_error("parcellate", "option %s needs a non-empty value", name);
     if (!strcmp(name, "--strategy")) {
       nd_reduce_fn f;
       if (nd_reduce_fn_parse(v, &f) != 0)
-        return usage_error("unknown --strategy '%s' (mean, median, sum, min, max, std, "
+        return cli_usage_error("parcellate", "unknown --strategy '%s' (mean, median, sum, min, max, std, "
                            "variance)",
                            v);
       cli->strategy = nd_reduce_fn_name(f);
     } else if (!strcmp(name, "--resample")) {
       if (!strcmp(v, "nearest")) cli->refuse = false;
       else if (!strcmp(v, "refuse")) cli->refuse = true;
-      else return usage_error("--resample is 'nearest' or 'refuse', got '%s'", v);
+      else return cli_usage_error("parcellate", "--resample is 'nearest' or 'refuse', got '%s'", v);
     } else if (!strcmp(name, "--mask")) {
       cli->mask = v;
     } else if (!strcmp(name, "-o") || !strcmp(name, "--output")) {
@@ -136,17 +124,17 @@ static int parse_args(int argc, char **argv, parc_cli *cli) {
     } else { /* --threads */
       uint64_t n;
       if (!cli_parse_u64(v, 1, CLI_MAX_THREADS, &n))
-        return usage_error("--threads needs a whole number from 1 to %d, got '%s'",
+        return cli_usage_error("parcellate", "--threads needs a whole number from 1 to %d, got '%s'",
                            CLI_MAX_THREADS, v);
       cli->threads = (unsigned)n;
     }
   }
   if (npos < 2)
-    return usage_error("needs an IMAGE and an ATLAS (nidag parcellate IMAGE ATLAS)");
+    return cli_usage_error("parcellate", "needs an IMAGE and an ATLAS (nidag parcellate IMAGE ATLAS)");
   cli->image = pos[0];
   cli->atlas = pos[1];
   if (cli->no_cache && cli->cache_dir)
-    return usage_error("--cache and --no-cache contradict each other");
+    return cli_usage_error("parcellate", "--cache and --no-cache contradict each other");
   return 0;
 }
 
