@@ -12,7 +12,8 @@
 # the W6 DIPY peer when /usr/bin/python3 has dipy; its recorded figures
 # otherwise), writes the chunk sweep as TSV and, when gnuplot is installed,
 # its speedup and efficiency plots (scripts/plot_dti_sweep.sh) next to the
-# output. `demo` runs bench/bench_demo.sh (the main job's goals: cold, warm,
+# output; its summary shows the sweep's raw-pthreads control (the machine's
+# two-thread ceiling) beside the efficiency goals. `demo` runs bench/bench_demo.sh (the main job's goals: cold, warm,
 # an added atlas; about a minute).
 #
 #   bench/compare.sh                  # everything (about 4 minutes when idle)
@@ -50,7 +51,7 @@ while (($# > 0)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -355,6 +356,11 @@ if want w6; then
       row("best chunking", "-", wm("w6_nidag_sweep_best_point"), "", "")
       row("min efficiency 4..4096 static", "-", wm("w6_nidag_sweep_static_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_static_min_efficiency_4_4096", 0.9))
       row("min efficiency 4..4096 dynamic", "-", wm("w6_nidag_sweep_dynamic_min_efficiency_4_4096"), ">= 0.9", ge("w6_nidag_sweep_dynamic_min_efficiency_4_4096", 0.9))
+      # the control (no executor): the efficiency two threads get from this machine, and the
+      # share of it the worst chunk count reaches; context for the goal rows, not judged
+      row("machine ceiling: two raw pthreads on halves", "-", wm("w6_nidag_sweep_control_efficiency"), "", "")
+      row("min efficiency 4..4096 / ceiling static", "-", wm("w6_nidag_sweep_static_min_efficiency_4_4096_vs_control"), "", "")
+      row("min efficiency 4..4096 / ceiling dynamic", "-", wm("w6_nidag_sweep_dynamic_min_efficiency_4_4096_vs_control"), "", "")
       row("sweep maps = serial (memcmp)", "-", get("w6_nidag_sweep_deterministic"), "1", ge("w6_nidag_sweep_deterministic", 1))
       row("WLS max |dFA| vs DIPY", "-", get("w6a_nidag_small64D_WLS_max_abs_dFA_vs_dipy"), "<= 1e-6", le("w6a_nidag_small64D_WLS_max_abs_dFA_vs_dipy", 1e-6))
       row("WLS max |dMD| vs DIPY", "-", get("w6a_nidag_small64D_WLS_max_abs_dMD_vs_dipy"), "<= 1e-9", le("w6a_nidag_small64D_WLS_max_abs_dMD_vs_dipy", 1e-9))

@@ -3,7 +3,9 @@
 # SVG plots, speedup and efficiency against the number of chunks (log2 axis):
 # per schedule a solid line for the primary figure (best of the interleaved
 # rounds) and a dashed line of the same colour for the medians, the ideal
-# line, and the goal lines of issue 7 (efficiency 0.9 and 0.95).
+# line, the goal lines of issue 7 (efficiency 0.9 and 0.95) and, when the TSV
+# has its "# control" line, the control's best-of-the-rounds figure (two raw
+# pthreads on the two halves: the machine's ceiling) as a horizontal line.
 #
 #   build-bench/bench/nidag-bench dti --only sweep --sweep-tsv /tmp/w6_sweep.tsv
 #   scripts/plot_dti_sweep.sh /tmp/w6_sweep.tsv [OUTDIR]
@@ -28,6 +30,13 @@ mkdir -p "$OUTDIR"
 threads="$(awk '$1 == "#" && $2 == "threads" { print $3; exit }' "$TSV")"
 threads="${threads:-2}"
 title="$(sed -n '1{s/^# *//;s/; /\\n/g;p}' "$TSV")"
+# the control's best-of-the-rounds speedup and efficiency (empty without the line)
+ctl_field() {
+  awk -v f="$1" '$1 == "#" && $2 == "control" { for (i = 3; i < NF; i++) if ($i == f) { print $(i + 1); exit } }' "$TSV"
+}
+ctl_speedup="$(ctl_field speedup)"
+ctl_eff="$(ctl_field efficiency)"
+ctl_title="two raw pthreads (machine ceiling)"
 
 tmp="$(mktemp -d /tmp/nd-plot-dti.XXXXXX)"
 trap 'rm -rf "$tmp"' EXIT
@@ -71,7 +80,12 @@ EOF
   echo "$out"
 }
 
+ctl_speedup_item="" ctl_eff_item=""
+if [ -n "$ctl_speedup" ] && [ -n "$ctl_eff" ]; then
+  ctl_speedup_item=", $ctl_speedup with lines dt 1 lw 1 lc rgb 'dark-orange' title '$ctl_title'"
+  ctl_eff_item=", $ctl_eff with lines dt 1 lw 1 lc rgb 'dark-orange' title '$ctl_title'"
+fi
 plot "$OUTDIR/dti_sweep_speedup.svg" "speedup over 1 thread, 1 chunk ($threads threads)" 2 \
-  "$threads with lines dt 2 lw 1 lc rgb 'black' title 'ideal ($threads)'"
+  "$threads with lines dt 2 lw 1 lc rgb 'black' title 'ideal ($threads)'$ctl_speedup_item"
 plot "$OUTDIR/dti_sweep_efficiency.svg" "efficiency (speedup / $threads)" 4 \
-  "1 with lines dt 2 lc rgb 'black' title 'ideal', 0.95 with lines dt 3 lc rgb 'dark-green' title 'goal, best chunking (0.95)', 0.9 with lines dt 4 lc rgb 'red' title 'goal, 4..4096 chunks (0.9)'"
+  "1 with lines dt 2 lc rgb 'black' title 'ideal', 0.95 with lines dt 3 lc rgb 'dark-green' title 'goal, best chunking (0.95)', 0.9 with lines dt 4 lc rgb 'red' title 'goal, 4..4096 chunks (0.9)'$ctl_eff_item"
