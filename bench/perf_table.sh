@@ -22,5 +22,8 @@ awk -F '\t' '
     sec = $1
     printf "**%s**\n\n| measure | peer | nidag | goal | |\n|---|---|---|---|---|\n", title(sec)
   }
-  { printf "| %s | %s | %s | %s | %s |\n", $2, $3, $4, $5, $6 }
+  {
+    for (i = 2; i <= 6; i++) gsub(/\|/, "\\|", $i) # a "|" inside a cell ends it in markdown
+    printf "| %s | %s | %s | %s | %s |\n", $2, $3, $4, $5, $6
+  }
 ' "$TSV"

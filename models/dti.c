@@ -427,25 +427,27 @@ static int weights(const fit_ctx *c, const double *xc, const double *beta, const
  * could lose more than about 1e-9 relative, and the voxel takes the SVD. */
 #define CHOL_INV_MAX 1e6
 static bool conditioned(const double a[NCOEF][NCOEF]) {
-  double x[NCOEF], est = 0;
+  double x[NCOEF], id[NCOEF], est = 0;
+  for (int k = 0; k < NCOEF; k++) id[k] = 1.0 / a[k][k]; /* an estimate: products will do */
   for (int k = 0; k < NCOEF; k++) x[k] = ((k & 1) ? -0.5 : 1.0 - 0.1 * k) / 1.6; /* generic */
   for (int it = 0; it < 3; it++) {
     for (int k = 0; k < NCOEF; k++) { /* L z = x */
       double s = x[k];
       for (int m = 0; m < k; m++) s -= a[k][m] * x[m];
-      x[k] = s / a[k][k];
+      x[k] = s * id[k];
     }
     for (int k = NCOEF - 1; k >= 0; k--) { /* L^T z = x */
       double s = x[k];
       for (int m = k + 1; m < NCOEF; m++) s -= a[m][k] * x[m];
-      x[k] = s / a[k][k];
+      x[k] = s * id[k];
     }
     double nrm = 0;
     for (int k = 0; k < NCOEF; k++) nrm += x[k] * x[k];
     nrm = sqrt(nrm);
     if (!(nrm <= CHOL_INV_MAX)) return false; /* also NaN */
     est = nrm;
-    for (int k = 0; k < NCOEF; k++) x[k] /= nrm;
+    double inv = 1.0 / nrm;
+    for (int k = 0; k < NCOEF; k++) x[k] *= inv;
   }
   return est <= CHOL_INV_MAX;
 }
