@@ -8,8 +8,10 @@
  * needs the pseudo-inverse of diag(w) X, which differs per voxel: it is
  * solved through the normal equations (X^T W^2 X) beta = X^T W^2 y, scaled
  * to unit diagonal and factored by a hand-written Cholesky; when a pivot is
- * weak (a nearly rank-deficient weighted design) the voxel runs its own SVD
- * in preallocated scratch instead, as numpy's pinv would. The 3 x 3 tensor
+ * weak or the factor looks ill-conditioned (conditioned(): a nearly
+ * rank-deficient weighted design) the voxel runs its own SVD in
+ * preallocated scratch instead, as numpy's pinv would. The weights are
+ * DIPY's exp(U U^T y), U from the reduced SVD of X. The 3 x 3 tensor
  * is diagonalised by cyclic Jacobi rotations (nd__dti_eigh3).
  *
  * Speed. Per voxel the work is n logs, (WLS) n exps, a few 7 x n products,
@@ -418,7 +420,8 @@ static int weights(const fit_ctx *c, const double *xc, const double *beta, const
  * system scaled to unit diagonal and a hand-written Cholesky. The 28
  * distinct entries of X^T W^2 X accumulate w2_i (x_ik x_ij) over the rows i
  * in order, two entries per instruction, in registers. Returns -1 (caller
- * falls back to the SVD) when a pivot is not clearly positive. */
+ * falls back to the SVD) when a pivot is not clearly positive or the
+ * factor fails conditioned(). */
 #define CHOL_PIVOT_TOL 1e-10
 /* A pivot only bounds the smallest eigenvalue from above, so the factor is
  * also checked by an estimate of ||A^-1|| from three steps of inverse
