@@ -22,7 +22,10 @@
 #include "nidag/neuro.h"
 
 #define ND__OP_DTI_VERSION 1
-#define GATHER_BLOCK 512 /* voxels per gather/scatter chunk */
+#define GATHER_BLOCK 512     /* voxels per gather/scatter chunk */
+/* Voxels gathered at a time: bounds the signals' copy (a test lowers it to
+ * cover several blocks on small data; see dti_int.h). */
+size_t nd__dti_fit_block = 65536;
 
 const char *const nd_dti_file_names[ND_DTI_NFILES] = {"fa", "md", "ad", "rd", "evals", "evecs"};
 
@@ -180,29 +183,47 @@ int nd_dti_fit_image(const nd_gradients *g, const nd_array *dwi, const nd_array 
     rc = nd__merr(rc, "dti: cannot set the maps' affine");
     goto done;
   }
-  if (nfit > 0 && !(signals = nd_malloc(nfit * nvol * sizeof *signals))) {
-    rc = nd__merr(ND_ENOMEM, "dti: out of memory for %zu voxels x %zu volumes", nfit, nvol);
+  /* Blocks of nd__dti_fit_block voxels: gather, fit, scatter. Only one block's
+   * signals exist at a time, and each block is cut into its share of the
+   * requested chunks, so chunks keep about the size asked for. */
+  size_t fit_block = nd__dti_fit_block ? nd__dti_fit_block : 1;
+  size_t block = nfit < fit_block ? nfit : fit_block, nfailed = 0;
+  size_t chunks_all = opts.chunks ? opts.chunks : ND_DEFAULT_CHUNKS;
+  if (block > 0 && !(signals = nd_malloc(block * nvol * sizeof *signals))) {
+    rc = nd__merr(ND_ENOMEM, "dti: out of memory for %zu voxels x %zu volumes", block, nvol);
     goto done;
   }
   move_ctx m = {.dwi = nd_array_data(dwi), .f32 = nd_array_dtype(dwi) == ND_F32, .nsp = nsp,
-                .nvol = nvol, .idx = idx, .signals = signals,
-                .maps = nd_array_data_mut(out)};
-  if (nfit > 0 && (rc = nd_parallel_for(pool, 0, nfit, ND_DYNAMIC, GATHER_BLOCK, gather_chunk,
+                .nvol = nvol, .signals = signals, .maps = nd_array_data_mut(out)};
+  size_t b0 = 0;
+  do { /* at least once: a fit of no voxel still gives the eigenvalue floor */
+    size_t nb = nfit - b0 < block ? nfit - b0 : block;
+    m.idx = idx + b0;
+    if (nb > 0 && (rc = nd_parallel_for(pool, 0, nb, ND_DYNAMIC, GATHER_BLOCK, gather_chunk,
                                         &m)) != 0) {
-    rc = nd__merr(rc, "dti: gathering the voxels failed");
-    goto done;
-  }
-  if ((rc = nd_dti_fit(g, signals, nfit, nvol, &opts, &r)) != 0) goto done;
-  m.r = &r;
-  if (nfit > 0 && (rc = nd_parallel_for(pool, 0, nfit, ND_DYNAMIC, GATHER_BLOCK, scatter_chunk,
+      rc = nd__merr(rc, "dti: gathering the voxels failed");
+      goto done;
+    }
+    /* this block's share of the chunks, rounded up (1 at least) */
+    opts.chunks = nfit ? (size_t)(((double)chunks_all * (double)nb + (double)nfit - 1) /
+                                  (double)nfit)
+                       : 1;
+    if (opts.chunks < 1) opts.chunks = 1;
+    nd_dti_result_free(&r);
+    if ((rc = nd_dti_fit(g, signals, nb, nvol, &opts, &r)) != 0) goto done;
+    m.r = &r;
+    if (nb > 0 && (rc = nd_parallel_for(pool, 0, nb, ND_DYNAMIC, GATHER_BLOCK, scatter_chunk,
                                         &m)) != 0) {
-    rc = nd__merr(rc, "dti: writing the maps failed");
-    goto done;
-  }
+      rc = nd__merr(rc, "dti: writing the maps failed");
+      goto done;
+    }
+    nfailed += r.n_failed;
+    b0 += nb;
+  } while (b0 < nfit);
   if (rep) {
     rep->nvox = nsp;
     rep->nvox_fit = nfit;
-    rep->n_failed = r.n_failed;
+    rep->n_failed = nfailed;
     rep->min_diffusivity = r.min_diffusivity;
   }
   *maps = out;
@@ -437,15 +458,35 @@ static nd_op load_op; /* one struct for every graph: an op must outlive its grap
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static void load_init(void) { load_op = load_nocache(); }
 
+/* Whether float32 holds every value of the image at path exactly: integers
+ * of 16 bits or less, or float32, without scaling. Half the memory of f64
+ * for the same maps. An unreadable header says no (the load then reports
+ * the problem). */
+static bool f32_exact(const char *path) {
+  nd_nifti_info info;
+  if (nd_nifti_header(path, &info) != 0) return false;
+  bool scaled = info.scl_slope != 0 && isfinite(info.scl_slope) &&
+                !(info.scl_slope == 1 && info.scl_inter == 0);
+  switch (info.datatype) {
+  case 2:   /* uint8 */
+  case 4:   /* int16 */
+  case 16:  /* float32 */
+  case 256: /* int8 */
+  case 512: /* uint16 */
+    return !scaled;
+  }
+  return false;
+}
+
 static int add_load(nd_graph *g, const nd_op *load, const char *path, const char *what,
-                    int64_t *out) {
+                    const char *dtype, int64_t *out) {
   nd_params *p = NULL;
   void *bytes = NULL;
   size_t len = 0;
   int64_t file = -1;
   char label[512];
   int rc = nd_params_new(&p);
-  if (!rc) rc = nd_params_str(p, "dtype", "f64");
+  if (!rc) rc = nd_params_str(p, "dtype", dtype);
   if (!rc) rc = nd_params_encode(p, &bytes, &len);
   nd_params_free(p);
   if (!rc) rc = nd_graph_file(g, path, NULL, &file);
@@ -474,10 +515,10 @@ int nd_dti_add(nd_graph *g, const char *dwi, const char *bval, const char *bvec,
   int64_t in[4];
   char label[512];
   int rc = encode_settings(&s, &bytes, &len);
-  if (!rc) rc = add_load(g, &load_op, dwi, "dwi", &in[0]);
+  if (!rc) rc = add_load(g, &load_op, dwi, "dwi", f32_exact(dwi) ? "f32" : "f64", &in[0]);
   if (!rc) rc = nd_graph_file(g, bval, NULL, &in[1]);
   if (!rc) rc = nd_graph_file(g, bvec, NULL, &in[2]);
-  if (!rc && mask) rc = add_load(g, &load_op, mask, "mask", &in[3]);
+  if (!rc && mask) rc = add_load(g, &load_op, mask, "mask", "f64", &in[3]);
   snprintf(label, sizeof label, "dti %s %s", s.method == ND_DTI_OLS ? "ols" : "wls", dwi);
   if (!rc) rc = nd_graph_add(g, op ? op : &nd_op_dti_fit, bytes, len, in, mask ? 4 : 3, label, out);
   nd_free(bytes);

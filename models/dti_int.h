@@ -26,6 +26,10 @@ int nd__gradients_read_fsl(const char *bval_path, const char *bvec_path, double 
  * rotations do not converge, else 0. Deterministic. */
 int nd__dti_eigh3(const double m[9], double evals[3], double evecs[9]);
 
+/* Voxels nd_dti_fit_image gathers and fits at a time (65536); only tests
+ * change it, before any fit runs. */
+extern size_t nd__dti_fit_block;
+
 /* The fit's own log and exp on one value (dti.c), exposed for the tests. */
 double nd__dti_log(double x);
 double nd__dti_exp(double x);

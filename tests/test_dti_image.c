@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "nidag.h"
+#include "models/dti_int.h" /* nd__dti_fit_block */
 #include "tests/test_graph_util.h"
 #include "tests/testutil.h"
 
@@ -169,6 +170,33 @@ static void test_image_independent_of_schedule(void **state) {
           assert_true(nd_array_equal(maps, ref));
           nd_array_release(maps);
         }
+  /* blocks of 97 voxels (11 blocks, the last one short), with and without a
+   * mask: the same maps */
+  size_t saved_block = nd__dti_fit_block;
+  nd__dti_fit_block = 97;
+  for (int p = 0; p < 2; p++) {
+    nd_dti_opts o = {.pool = pools[p], .chunking = ND_DYNAMIC, .chunks = 10};
+    nd_array *maps = NULL;
+    nd_dti_image_report rep;
+    assert_int_equal(nd_dti_fit_image(g, d64, NULL, &o, &maps, &rep), ND_OK);
+    assert_true(nd_array_equal(maps, ref));
+    assert_int_equal(rep.nvox_fit, NSP);
+    assert_true(rep.min_diffusivity > 0);
+    nd_array_release(maps);
+  }
+  /* failed voxels in two blocks are counted across blocks */
+  double *dd = nd_array_data_mut(d64);
+  assert_non_null(dd);
+  dd[5 * NSP + 300] = NAN;  /* volume 5 of voxel 300 (block 3) */
+  dd[7 * NSP + 700] = NAN;  /* volume 7 of voxel 700 (block 7) */
+  nd_array *maps = NULL;
+  nd_dti_image_report rep;
+  assert_int_equal(nd_dti_fit_image(g, d64, NULL, NULL, &maps, &rep), ND_OK);
+  assert_int_equal(rep.n_failed, 2);
+  assert_true(isnan(map(maps, ND_DTI_MAP_FA)[300]) && isnan(map(maps, ND_DTI_MAP_MD)[700]));
+  assert_true(map(maps, ND_DTI_MAP_FA)[301] == map(ref, ND_DTI_MAP_FA)[301]);
+  nd_array_release(maps);
+  nd__dti_fit_block = saved_block;
   nd_test_close_pools(pools, 2);
   nd_array_release(ref);
   nd_array_release(d32);

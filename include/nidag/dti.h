@@ -219,7 +219,7 @@ typedef struct nd_dti_exec {
   size_t chunks; /* 0: ND_DEFAULT_CHUNKS */
 } nd_dti_exec;
 
-/* nd_op_dti_fit: inputs dwi (a 4D array: nd_op_nifti_load with dtype f64),
+/* nd_op_dti_fit: inputs dwi (a 4D f32 or f64 array from nd_op_nifti_load),
  * bval file, bvec file[, mask (a 3D array)]. params (nd_params): "method"
  * str "wls" (default) | "ols", "min_signal" f64 (default ND_DTI_MIN_SIGNAL),
  * "b0_threshold" f64 (default ND_DTI_B0_THRESHOLD). Output: the maps of
@@ -232,8 +232,13 @@ typedef struct nd_dti_exec {
  * PATH"). */
 extern const nd_op nd_op_dti_fit;
 
-/* Add the nodes of one fit to g: file nodes for the paths, loads (f64, not
- * stored: the image is already on disk), the fit (stored). mask may be NULL.
+/* Add the nodes of one fit to g: file nodes for the paths, loads (not
+ * stored: the images are on disk already), the fit (stored). The DWI loads
+ * as f32 when that holds its values exactly (integers of 16 bits or less,
+ * or float32, without scaling: the header is read here), else as f64; the
+ * maps are the same either way, and an f32 DWI takes half the memory. The
+ * fit gathers and fits the voxels in blocks of 65536, so besides the DWI
+ * and the maps it holds one block's signals. mask may be NULL.
  * opts: method and min_signal as in nd_dti_opts (pool and chunking are not
  * part of the graph: pass an op whose ud is an nd_dti_exec to choose the
  * chunking; op NULL: nd_op_dti_fit). *out is the fit node. Errors: ND_EINVAL
