@@ -426,17 +426,17 @@ static int dti_op_fn(nd_op_ctx *ctx) {
   return nd_op_set_output(ctx, maps);
 }
 
-/* What the op allocates beyond its input (the load's cost, the DWI's f64
- * bytes): the gathered signals (at most as many bytes) plus the maps and the
- * per-voxel results, 32 doubles a voxel, i.e. 32/t of the DWI's bytes for t
- * volumes. Twice the load's cost is exact at t = 32 and an overestimate for
- * the 60-100 volumes of a typical DWI. */
+/* What the op allocates beyond its input (the load's cost, the DWI's
+ * bytes): the maps, 128 bytes a voxel, which is no more than the DWI's own
+ * bytes for 32 or more float32 volumes (typical DWIs have 60-300), plus one
+ * block's signals and results (at most 65536 voxels x (t + 32) doubles,
+ * 150 MB at t = 256). The load's cost is the estimate. */
 static size_t dti_cost(const void *params, size_t params_len, const char *const *in_paths,
                        const size_t *in_costs, size_t ninputs) {
   (void)params;
   (void)params_len;
   (void)in_paths;
-  return ninputs > 0 && in_costs[0] < SIZE_MAX / 2 ? 2 * in_costs[0] : 0;
+  return ninputs > 0 ? in_costs[0] : 0;
 }
 
 const nd_op nd_op_dti_fit = {.name = "nd.dti_fit",
