@@ -19,6 +19,14 @@ typedef struct nd_params nd_params;
  * when opt has no value. */
 const char *cli_option_value(int argc, char **argv, int *i, const char *opt, bool *missing);
 
+/* cli_util.c. Match argv[*i] against the options that take a value
+ * (names[0..n-1], "--opt V" or "--opt=V"): on success *name is the matched
+ * option and *value its value (*i moves past a separate value) and 0 is
+ * returned; an unknown option, a missing value or (when nonempty) an empty
+ * one prints a usage error for `nidag CMD` and returns EXIT_USAGE. */
+int cli_valued_option(const char *cmd, int argc, char **argv, int *i, const char *const *names,
+                      size_t n, bool nonempty, const char **name, const char **value);
+
 /* cli_util.c. A decimal whole number in [lo, hi] (digits only: no sign, no
  * space) into *out; false otherwise. */
 bool cli_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);

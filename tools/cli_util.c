@@ -68,3 +68,19 @@ void cli_on_sigint(int sig) {
     raise(sig);
   }
 }
+
+int cli_valued_option(const char *cmd, int argc, char **argv, int *i, const char *const *names,
+                      size_t n, bool nonempty, const char **name, const char **value) {
+  const char *arg = argv[*i];
+  for (size_t k = 0; k < n; k++) {
+    bool missing = false;
+    const char *v = cli_option_value(argc, argv, i, names[k], &missing);
+    if (missing) return cli_usage_error(cmd, "option %s needs a value", names[k]);
+    if (!v) continue;
+    if (nonempty && !*v) return cli_usage_error(cmd, "option %s needs a non-empty value", names[k]);
+    *name = names[k];
+    *value = v;
+    return 0;
+  }
+  return cli_usage_error(cmd, "unknown option '%s'", arg);
+}

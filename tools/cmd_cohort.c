@@ -55,14 +55,10 @@ static int parse_args(int argc, char **argv, cohort_cli *cli) {
       cli->help = true;
       return 0;
     }
-    const char *v = NULL;
-    size_t k = 0;
-    bool missing = false;
-    for (; k < sizeof VALUED / sizeof VALUED[0] && !missing; k++)
-      if ((v = cli_option_value(argc, argv, &i, VALUED[k], &missing))) break;
-    if (missing) return cli_usage_error("cohort", "option %s needs a value", VALUED[k - 1]);
-    if (!v) return cli_usage_error("cohort", "unknown option '%s'", a);
-    const char *name = VALUED[k];
+    const char *name = NULL, *v = NULL;
+    int urc = cli_valued_option("cohort", argc, argv, &i, VALUED, sizeof VALUED / sizeof VALUED[0],
+                                false, &name, &v);
+    if (urc) return urc;
     uint64_t n;
     if (!strcmp(name, "--participants")) {
       if (!cli_parse_u64(v, 1, ND_COHORT_MAX_PARTICIPANTS, &n))

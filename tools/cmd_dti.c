@@ -105,15 +105,10 @@ static int parse_args(int argc, char **argv, dti_cli *cli) {
       cli->no_cache = true;
       continue;
     }
-    const char *v = NULL;
-    size_t k = 0;
-    bool missing = false;
-    for (; k < sizeof VALUED / sizeof VALUED[0] && !missing; k++)
-      if ((v = cli_option_value(argc, argv, &i, VALUED[k], &missing))) break;
-    if (missing) return cli_usage_error("dti", "option %s needs a value", VALUED[k - 1]);
-    if (!v) return cli_usage_error("dti", "unknown option '%s'", a);
-    const char *name = VALUED[k];
-    if (!*v) return cli_usage_error("dti", "option %s needs a non-empty value", name);
+    const char *name = NULL, *v = NULL;
+    int urc = cli_valued_option("dti", argc, argv, &i, VALUED, sizeof VALUED / sizeof VALUED[0],
+                                true, &name, &v);
+    if (urc) return urc;
     if (!strcmp(name, "--dwi")) {
       cli->dwi = v;
     } else if (!strcmp(name, "--bval")) {

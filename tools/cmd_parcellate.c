@@ -95,15 +95,10 @@ static int parse_args(int argc, char **argv, parc_cli *cli) {
       cli->no_cache = true;
       continue;
     }
-    const char *v = NULL;
-    size_t k = 0;
-    bool missing = false;
-    for (; k < sizeof VALUED / sizeof VALUED[0] && !missing; k++)
-      if ((v = cli_option_value(argc, argv, &i, VALUED[k], &missing))) break;
-    if (missing) return cli_usage_error("parcellate", "option %s needs a value", VALUED[k - 1]);
-    if (!v) return cli_usage_error("parcellate", "unknown option '%s'", a);
-    const char *name = VALUED[k];
-    if (!*v) return cli_usage_error("parcellate", "option %s needs a non-empty value", name);
+    const char *name = NULL, *v = NULL;
+    int urc = cli_valued_option("parcellate", argc, argv, &i, VALUED, sizeof VALUED / sizeof VALUED[0],
+                                true, &name, &v);
+    if (urc) return urc;
     if (!strcmp(name, "--strategy")) {
       nd_reduce_fn f;
       if (nd_reduce_fn_parse(v, &f) != 0)
