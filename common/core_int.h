@@ -76,4 +76,22 @@ void nd__aligned_free(void *p);
  * a fifth of the load). */
 int nd__array_new_uninit(nd_array **out, nd_dtype dt, int ndim, const size_t *shape);
 
+/* Element i of data (dtype dt) as a double (neuro's atlases and masks,
+ * the tensor fit's masks). */
+static inline double nd__elem_f64(const void *data, nd_dtype dt, size_t i) {
+  switch (dt) {
+    case ND_U8: return ((const uint8_t *)data)[i];
+    case ND_I8: return ((const int8_t *)data)[i];
+    case ND_U16: return ((const uint16_t *)data)[i];
+    case ND_I16: return ((const int16_t *)data)[i];
+    case ND_U32: return ((const uint32_t *)data)[i];
+    case ND_I32: return ((const int32_t *)data)[i];
+    case ND_U64: return (double)((const uint64_t *)data)[i];
+    case ND_I64: return (double)((const int64_t *)data)[i];
+    case ND_F32: return ((const float *)data)[i];
+    case ND_F64: return ((const double *)data)[i];
+  }
+  return 0.0;
+}
+
 #endif /* NIDAG_CORE_INT_H */

@@ -188,21 +188,24 @@ static double design_matrix(const nd_gradients *g, double *x) {
   return bmax;
 }
 
-/* pinv of the column-major m x 7 matrix a (destroyed), as numpy computes
- * it, applied to rhs: out = V diag(1/s) U^T rhs. Returns the LAPACK info. */
-static int pinv_solve(size_t m, double *a, double *s, double *u, double *vt, double *work,
-                      lapack_int lwork, lapack_int *iwork, const double *rhs, double *out) {
-  lapack_int info = LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)m, NCOEF, a,
-                                        (lapack_int)m, s, u, (lapack_int)m, vt, NCOEF, work,
-                                        lwork, iwork);
-  if (info != 0) return (int)info;
-  /* m < 7 volumes: only m singular values and vectors exist; the rest of
-   * the pseudo-inverse is 0, as in numpy */
+/* The reduced SVD of the column-major m x 7 matrix a (destroyed): s, u
+ * (m x min(m, 7), leading dimension m), vt (7 x 7). Returns the LAPACK info. */
+static int svd7(size_t m, double *a, double *s, double *u, double *vt, double *work,
+                lapack_int lwork, lapack_int *iwork) {
+  return (int)LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)m, NCOEF, a, (lapack_int)m,
+                                  s, u, (lapack_int)m, vt, NCOEF, work, lwork, iwork);
+}
+
+/* numpy's pinv from that SVD applied to rhs: out = V diag(1/s) U^T rhs over
+ * the singular values above 1e-15 s_max. With m < 7 only m singular values
+ * and vectors exist; the rest of the pseudo-inverse is 0, as in numpy. */
+static void pinv_apply(size_t m, const double *s, const double *u, const double *vt,
+                       const double *rhs, double *out) {
   int r = m < NCOEF ? (int)m : NCOEF;
   double cutoff = PINV_RCOND * s[0], t[NCOEF];
-  for (int j = 0; j < NCOEF; j++) {
+  for (int j = 0; j < r; j++) {
     double acc = 0;
-    if (j < r && s[j] > cutoff) {
+    if (s[j] > cutoff) {
       const double *uj = u + (size_t)j * m;
       for (size_t i = 0; i < m; i++) acc += uj[i] * rhs[i];
       acc /= s[j];
@@ -214,7 +217,6 @@ static int pinv_solve(size_t m, double *a, double *s, double *u, double *vt, dou
     for (int j = 0; j < r; j++) acc += vt[k * NCOEF + j] * t[j]; /* V[k][j] = VT[j][k] */
     out[k] = acc;
   }
-  return 0;
 }
 
 /* ------------------------------------------------- 3 x 3 eigensolver */
@@ -366,9 +368,10 @@ static int log_signal(const double *sig, size_t n, double min_signal, double *y)
   return 0;
 }
 
-/* beta = pinv(X) y: coefficient k sums p_ki y_i over i in order, two
- * coefficients per instruction. */
-static void ols(const double *pt, const double *y, size_t n, double *beta) {
+/* out = T^T y for a row-major n x NPAD table T (pinv(X)^T: the OLS beta;
+ * U: U^T y for DIPY's WLS weights): coefficient k sums t_ik y_i over i in
+ * order, two coefficients per instruction. */
+static void table_t_y(const double *pt, const double *y, size_t n, double *beta) {
   v2d b0 = {0, 0}, b1 = b0, b2 = b0, b3 = b0;
   for (size_t i = 0; i < n; i++) {
     const double *p = pt + i * NPAD;
@@ -526,18 +529,18 @@ static int fit_voxel(const fit_ctx *c, slot *sl, size_t v) {
      * (its _ols_fit_matrix; X pinv(X) y when X has full column rank); then
      * solve pinv(diag(w) X) (w * y) */
     double *w = sl->w, t[NPAD];
-    ols(c->ut, y, n, t);
+    table_t_y(c->ut, y, n, t);
     if (weights(c, c->uc, t, y, w, sl->w2, sl->wy)) return -1;
     if (wls_normal(c, sl->w2, sl->wy, beta) == 0) return put_tensor(c, beta, v);
     for (int k = 0; k < NCOEF; k++)
       for (size_t i = 0; i < n; i++) sl->a[(size_t)k * n + i] = c->x[(size_t)k * n + i] * w[i];
     for (size_t i = 0; i < n; i++) w[i] *= y[i];
     lapack_int iwork[SVD_IWORK];
-    if (pinv_solve(n, sl->a, sl->s, sl->u, sl->vt, sl->work, c->svd_lwork, iwork, w, beta))
-      return -1;
+    if (svd7(n, sl->a, sl->s, sl->u, sl->vt, sl->work, c->svd_lwork, iwork)) return -1;
+    pinv_apply(n, sl->s, sl->u, sl->vt, w, beta);
     return put_tensor(c, beta, v);
   }
-  ols(c->pt, y, n, beta);
+  table_t_y(c->pt, y, n, beta);
   return put_tensor(c, beta, v);
 }
 
@@ -616,39 +619,32 @@ static int check_args(const nd_gradients *g, const double *signals, size_t nvox,
 static int setup(fit_ctx *c, const nd_gradients *g, double *x, double *pinv, double *u) {
   size_t n = g->n;
   c->min_diffusivity = ND_DTI_EVAL_TOL / design_matrix(g, x);
-  double *a = nd_malloc(n * NCOEF * sizeof *a), *work = NULL;
-  double s[NCOEF], vt[NCOEF * NCOEF], q;
+  double *a = nd_malloc(n * NCOEF * sizeof *a), *e = nd_calloc(n, sizeof *e), *work = NULL;
+  double s[NCOEF], vt[NCOEF * NCOEF], q, col[NCOEF];
   lapack_int iwork[SVD_IWORK];
   int rc = ND_ENOMEM;
-  if (!a) goto done;
+  if (!a || !e) goto done;
   memset(u, 0, n * NCOEF * sizeof *u);
   rc = ND_ESYS;
-  if (LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)n, NCOEF, a, (lapack_int)n, s, u,
-                          (lapack_int)n, vt, NCOEF, &q, -1, iwork) != 0)
-    goto done;
+  if (svd7(n, a, s, u, vt, &q, -1, iwork)) goto done; /* workspace query */
   c->svd_lwork = (lapack_int)q + 1;
   rc = ND_ENOMEM;
   if (!(work = nd_malloc((size_t)c->svd_lwork * sizeof *work))) goto done;
   memcpy(a, x, n * NCOEF * sizeof *a);
   rc = ND_ESYS;
-  if (LAPACKE_dgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)n, NCOEF, a, (lapack_int)n, s, u,
-                          (lapack_int)n, vt, NCOEF, work, c->svd_lwork, iwork) != 0)
-    goto done;
+  if (svd7(n, a, s, u, vt, work, c->svd_lwork, iwork)) goto done;
   rc = 0;
-  /* the sums of pinv_solve on the columns of the identity, term by term */
-  int r = n < NCOEF ? (int)n : NCOEF;
-  double cutoff = PINV_RCOND * s[0];
+  /* pinv(X) column by column of the identity, through the routine the WLS
+   * fallback uses */
   for (size_t i = 0; i < n; i++) {
-    double t[NCOEF];
-    for (int j = 0; j < r; j++) t[j] = s[j] > cutoff ? u[(size_t)j * n + i] / s[j] : 0.0;
-    for (int k = 0; k < NCOEF; k++) {
-      double acc = 0;
-      for (int j = 0; j < r; j++) acc += vt[k * NCOEF + j] * t[j];
-      pinv[(size_t)k * n + i] = acc;
-    }
+    e[i] = 1;
+    pinv_apply(n, s, u, vt, e, col);
+    e[i] = 0;
+    for (int k = 0; k < NCOEF; k++) pinv[(size_t)k * n + i] = col[k];
   }
 done:
   nd_free(work);
+  nd_free(e);
   nd_free(a);
   if (rc == ND_ENOMEM) return nd__merr(rc, "dti: out of memory");
   if (rc) return nd__merr(rc, "dti: the SVD of the design matrix failed");

@@ -31,31 +31,6 @@ const char *const nd_dti_file_names[ND_DTI_NFILES] = {"fa", "md", "ad", "rd", "e
 
 /* ------------------------------------------------------------ the mask */
 
-/* Whether element i of a numeric array is non-zero (NaN counts as non-zero,
- * as numpy's bool() does). */
-static bool nonzero(const void *data, nd_dtype dt, size_t i) {
-  switch (dt) {
-  case ND_U8:
-  case ND_I8: return ((const uint8_t *)data)[i] != 0;
-  case ND_U16:
-  case ND_I16: return ((const uint16_t *)data)[i] != 0;
-  case ND_U32:
-  case ND_I32: return ((const uint32_t *)data)[i] != 0;
-  case ND_U64:
-  case ND_I64: return ((const uint64_t *)data)[i] != 0;
-  case ND_F32: return ((const float *)data)[i] != 0.0f;
-  case ND_F64: return ((const double *)data)[i] != 0.0;
-  }
-  return false;
-}
-
-static bool affines_equal(const double *a, const double *b) {
-  if (!a || !b) return true; /* only compared when both have one */
-  for (int k = 0; k < 16; k++)
-    if (!(fabs(a[k] - b[k]) <= ND_GRID_AFFINE_TOL)) return false;
-  return true;
-}
-
 /* The flat indices of the voxels to fit, ascending. */
 static int voxel_list(const nd_array *dwi, const nd_array *mask, size_t nsp, size_t **idx,
                       size_t *nfit) {
@@ -77,7 +52,8 @@ static int voxel_list(const nd_array *dwi, const nd_array *mask, size_t nsp, siz
                       "dti: the mask is not on the DWI's grid: its shape is %zu x %zu x %zu, "
                       "the DWI's volumes are %zu x %zu x %zu (x, y, z)",
                       ms[2], ms[1], ms[0], ds[3], ds[2], ds[1]);
-    if (!affines_equal(nd_array_affine(mask), nd_array_affine(dwi)))
+    /* as nd_parcellate: a mask without an affine takes the DWI's */
+    if (nd_array_affine(mask) && !nd_grid_equal(mask, dwi, 0))
       return nd__merr(ND_EINVAL, "dti: the mask's affine differs from the DWI's (by more than %g)",
                       ND_GRID_AFFINE_TOL);
   }
@@ -86,7 +62,7 @@ static int voxel_list(const nd_array *dwi, const nd_array *mask, size_t nsp, siz
   const void *md = mask ? nd_array_data(mask) : NULL;
   nd_dtype mt = mask ? nd_array_dtype(mask) : ND_U8;
   for (size_t i = 0; i < nsp; i++)
-    if (!md || nonzero(md, mt, i)) v[n++] = i;
+    if (!md || nd__elem_f64(md, mt, i) != 0.0) v[n++] = i; /* NaN counts as inside */
   *idx = v;
   *nfit = n;
   return 0;
