@@ -179,8 +179,9 @@ typedef struct nd_dti_image_report {
  * (t, z, y, x), float32 or float64, t == the table's count) inside mask
  * (NULL: every voxel; else a 3D array (z, y, x), or 4D with one volume, of
  * any numeric dtype, non-zero meaning inside, on the DWI's grid: the same
- * shape and, when the mask has an affine, the DWI's within ND_GRID_AFFINE_TOL). *maps is a new float64 array
- * (ND_DTI_NMAPS, z, y, x) with the DWI's affine. Voxels outside the mask are
+ * shape and, when the mask has an affine, the DWI's within
+ * ND_GRID_AFFINE_TOL, as nd_parcellate asks of its masks). *maps is a new
+ * float64 array (ND_DTI_NMAPS, z, y, x) with the DWI's affine. Voxels outside the mask are
  * 0 in every map (as DIPY's fit with a mask); failed voxels are NaN. rep may
  * be NULL. The result does not depend on the pool, the chunking or the chunk
  * count. Errors (ND_EINVAL naming the problem): a DWI that is not 4D, a
